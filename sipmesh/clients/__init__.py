@@ -1,0 +1,1 @@
+"""Typed client interfaces between services (in-process and gRPC)."""

@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC code (scripts/genproto). Never edit by hand."""

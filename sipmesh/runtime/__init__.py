@@ -1,0 +1,1 @@
+"""Service lifecycle, module manager, configuration, telemetry."""

@@ -1,0 +1,1 @@
+"""Sans-IO SIP core: messages, parser, URIs, digest, SDP, transactions."""

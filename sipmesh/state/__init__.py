@@ -1,0 +1,1 @@
+"""State backends: key/value, location, tables, event bus."""
