@@ -1,0 +1,7 @@
+"""``python -m sipmesh`` is the ``sipmesh`` command."""
+
+import sys
+
+from sipmesh.cli import main
+
+sys.exit(main())
