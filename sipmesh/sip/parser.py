@@ -1,0 +1,234 @@
+"""Parse one SIP message from bytes (RFC 3261 §7, §18.3).
+
+Only the start line and the header lines are split here (folding undone, compact
+names mapped); header values are parsed lazily by the message accessors, except
+the few that decide whether a request can be answered at all (RFC 3261 §8.2,
+§16.3): the top Via, CSeq (and its method), From/To, Max-Forwards, the
+Request-URI and Content-Length. Anything wrong raises ParseError with the status
+to answer with and, for requests, the headers needed to build that answer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from sipmesh.sip.errors import ParseError
+from sipmesh.sip.headers import KNOWN_KEYS, TOKEN_RE, header_key
+from sipmesh.sip.message import Request, Response, _Entry
+
+_VERSION_RE: Final = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+# The headers a response to a request copies (RFC 3261 §8.2.6.2).
+_ANSWER_KEYS: Final = frozenset({"via", "from", "to", "call-id", "cseq"})
+_REQUIRED: Final = ("via", "from", "to", "call-id", "cseq")
+
+
+def parse_message(data: bytes, *, max_size: int | None = None) -> Request | Response:
+    """Parse one datagram (UDP, or one framed stream message) into a message.
+
+    Never raises anything but ParseError. Bytes after Content-Length are ignored
+    (RFC 3261 §18.3); without Content-Length the rest of the datagram is the body.
+    """
+    try:
+        return parse_message_strict(data, max_size=max_size)
+    except ParseError:
+        raise
+    except Exception as exc:  # defence in depth: the edge must never crash on input
+        raise ParseError(f"malformed message: {type(exc).__name__}") from exc
+
+
+def parse_message_strict(
+    data: bytes, *, max_size: int | None = None, stream: bool = False
+) -> Request | Response:
+    """parse_message without the safety net (the property tests call this one).
+
+    With ``stream=True`` a missing Content-Length is an error (RFC 3261 §18.3:
+    it is mandatory on stream transports) and the body must be complete.
+    """
+    if max_size is not None and len(data) > max_size:
+        raise ParseError("message too large", 413)
+    start = 0
+    while data.startswith(b"\r\n", start):
+        # RFC 3261 §7.5: CRLFs before the start line are ignored.
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    lf_end = data.find(b"\n\n", start)
+    if lf_end >= 0 and (end < 0 or lf_end < end):
+        head_end, body_start = lf_end, lf_end + 2
+    elif end >= 0:
+        head_end, body_start = end, end + 4
+    else:
+        raise ParseError("no empty line after the header section")
+    head = data[start:head_end].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    if head.count("\n") != len(lines) - 1:
+        # Bare LF line ends: tolerated, as most stacks do.
+        lines = [line.rstrip("\r") for line in head.split("\n")]
+    first = lines[0]
+    if not first:
+        raise ParseError("empty start line")
+    entries = _split_headers(lines)
+    if first[:4].upper() == "SIP/":
+        msg: Request | Response = _response(first, entries)
+    else:
+        msg = _request(first, entries)
+    msg._body = _body(msg, entries, data, body_start, stream)
+    msg._raw = data if start == 0 and body_start + len(msg._body) == len(data) else None
+    return msg
+
+
+def _split_headers(lines: list[str]) -> list[_Entry]:
+    entries: list[_Entry] = []
+    known = KNOWN_KEYS
+    for i in range(1, len(lines)):
+        line = lines[i]
+        if not line:
+            raise ParseError("empty header line")
+        if line[0] == " " or line[0] == "\t":
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous
+            # header; the fold is replaced by a single space.
+            if not entries:
+                raise ParseError("continuation line before any header")
+            prev_key, prev_name, value = entries[-1]
+            more = line.strip(" \t")
+            joined = f"{value} {more}" if value and more else value + more
+            entries[-1] = (prev_key, prev_name, joined)
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError(f"header line without a name and colon: {line[:60]!r}")
+        name = line[:colon]
+        key = known.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if not TOKEN_RE.fullmatch(name):
+                raise ParseError(f"bad header name {name[:60]!r}")
+            key = header_key(name)
+        entries.append((key, name, line[colon + 1 :].strip(" \t")))
+    return entries
+
+
+def _request(first: str, entries: list[_Entry]) -> Request:
+    parts = first.split(" ")
+    if len(parts) != 3 or not all(parts):
+        # RFC 3261 §7.1: Method SP Request-URI SP SIP-Version, single spaces, no LWS
+        # inside the URI (RFC 4475 §3.1.2.8-10: lwsruri, lwsstart, trws).
+        raise ParseError(f"malformed request line: {first[:80]!r}")
+    method, uri, version = parts
+    if not TOKEN_RE.fullmatch(method):
+        raise ParseError(f"bad method {method[:40]!r}")
+    if not _VERSION_RE.fullmatch(version):
+        raise ParseError(f"bad SIP version {version[:40]!r}")
+    req = Request.__new__(Request)
+    req._hdrs = entries
+    req._cache = {}
+    req._method = method
+    req._uri = uri
+    req._ruri = None
+    req._version = version
+    req._raw = None
+    req._body = b""
+    partial = _partial(req)
+    try:
+        if version.upper() != "SIP/2.0":
+            raise ParseError(f"unsupported SIP version {version!r}", 505)
+        for key in _REQUIRED:
+            if not any(k == key for k, _, _ in entries):
+                raise ParseError(f"missing {key} header")
+        if req.top_via is None:
+            raise ParseError("missing Via header")
+        cseq = req.cseq
+        if cseq.method != method:
+            # RFC 3261 §8.1.1.5; RFC 4475 §3.1.2.17 mismatch01 expects 400.
+            raise ParseError(f"CSeq method {cseq.method!r} does not match {method!r}")
+        _single(entries, "call-id")
+        _single(entries, "cseq")
+        _single(entries, "from")
+        _single(entries, "to")
+        req.from_  # noqa: B018 - parse now: an unparseable From cannot be answered
+        req.to  # noqa: B018
+        req.max_forwards  # noqa: B018
+        req.ruri  # noqa: B018
+    except ParseError as exc:
+        exc.partial = partial if exc.partial is None else exc.partial
+        raise
+    return req
+
+
+def _single(entries: list[_Entry], key: str) -> None:
+    # RFC 4475 §3.3.8 (multi01): headers that allow one value must not repeat.
+    if sum(1 for k, _, _ in entries if k == key) > 1:
+        raise ParseError(f"more than one {key} header")
+
+
+def _partial(req: Request) -> Request | None:
+    """The answerable part of a request, or None when an answer cannot be built."""
+    kept = [e for e in req._hdrs if e[0] in _ANSWER_KEYS]
+    present = {e[0] for e in kept}
+    if len(present) != len(_ANSWER_KEYS):
+        return None
+    part = Request(req.method, req.uri, version=req.version)
+    part._hdrs = kept
+    try:
+        if part.top_via is None:
+            return None
+        part.cseq  # noqa: B018
+    except ParseError:
+        return None
+    return part
+
+
+def _response(first: str, entries: list[_Entry]) -> Response:
+    parts = first.split(" ", 2)
+    if len(parts) < 2:
+        raise ParseError(f"malformed status line: {first[:80]!r}")
+    version, code = parts[0], parts[1]
+    reason = parts[2] if len(parts) == 3 else ""
+    if not _VERSION_RE.fullmatch(version):
+        raise ParseError(f"bad SIP version {version[:40]!r}")
+    if version.upper() != "SIP/2.0":
+        raise ParseError(f"unsupported SIP version {version!r}", 505)
+    if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
+        # RFC 3261 §7.2 / §21: a three-digit code; RFC 4475 §3.1.2.19 bigcode.
+        raise ParseError(f"bad status code {code[:20]!r}")
+    resp = Response.__new__(Response)
+    resp._hdrs = entries
+    resp._cache = {}
+    resp._status = int(code)
+    resp._reason = reason
+    resp._version = version
+    resp._raw = None
+    resp._body = b""
+    for key in _REQUIRED:
+        if not any(k == key for k, _, _ in entries):
+            raise ParseError(f"missing {key} header in response")
+    resp.top_via  # noqa: B018 - responses are routed by their top Via
+    resp.cseq  # noqa: B018
+    return resp
+
+
+def _body(
+    msg: Request | Response, entries: list[_Entry], data: bytes, body_start: int, stream: bool
+) -> bytes:
+    values = [v for k, _, v in entries if k == "content-length"]
+    available = len(data) - body_start
+    if not values:
+        if stream:
+            raise ParseError("missing Content-Length on a stream transport", 400, _partial_of(msg))
+        return data[body_start:]
+    if len(set(values)) > 1:
+        # RFC 4475 §3.3.9 mcl01: conflicting Content-Length values.
+        raise ParseError("conflicting Content-Length headers", 400, _partial_of(msg))
+    value = values[0]
+    if not value.isascii() or not value.isdigit():
+        raise ParseError(f"bad Content-Length {value[:20]!r}", 400, _partial_of(msg))
+    length = int(value)
+    if length > available:
+        # RFC 3261 §18.3: a datagram shorter than Content-Length is discarded or,
+        # for a request, answered with 400 (RFC 4475 §3.1.2.2 clerr).
+        raise ParseError("Content-Length larger than the message", 400, _partial_of(msg))
+    return data[body_start : body_start + length]
+
+
+def _partial_of(msg: Request | Response) -> Request | None:
+    return _partial(msg) if isinstance(msg, Request) else None
