@@ -152,3 +152,27 @@ class LocationStore(Protocol):
     async def count(self) -> int:
         """Number of live bindings (Kamailio's registered_contacts)."""
         ...
+
+
+def apply_update(
+    aor: str, stored: Sequence[Binding], fn: UpdateFn, now: float
+) -> tuple[dict[str, Binding], list[Binding]]:
+    """The update rule every LocationStore shares (pure: backends retry it freely).
+
+    Returns (bindings to store keyed by contact, new live bindings sorted).
+    """
+    live = sort_bindings([b for b in stored if not b.expired(now)])
+    new = list(fn(list(live)))
+    contacts: set[str] = set()
+    for b in new:
+        if not isinstance(b, Binding):
+            raise TypeError(f"update function returned {type(b).__name__}, not Binding")
+        if b.aor != aor:
+            raise ValueError(f"binding for {b.aor!r} in an update of {aor!r}")
+        if b.contact in contacts:
+            raise ValueError(f"two bindings for contact {b.contact!r}")
+        contacts.add(b.contact)
+    result = {b.contact: b for b in stored if b.expired(now) and b.contact not in contacts}
+    new_live = [b for b in new if not b.expired(now)]
+    result.update((b.contact, b) for b in new_live)
+    return result, sort_bindings(new_live)
