@@ -25,3 +25,7 @@ class StateConflict(StateError):
 
 class BadStateURL(StateError, ValueError):
     """A state, db or bus URL that no backend understands (a configuration error)."""
+
+
+class ConstraintViolation(StateError):
+    """A write broke a unique/not-null/foreign-key constraint (e.g. a duplicate subscriber)."""

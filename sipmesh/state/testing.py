@@ -92,3 +92,70 @@ class LocCase:
     store: LocationStore
     clock: FakeClock
     open_peer: Callable[[], LocationStore]
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free port, trust auth.
+
+    PostgreSQL refuses to run as root, so as root the cluster runs as the
+    ``postgres`` system user (runuser); its directory is made theirs.
+    """
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self, base: Path, port: int, *, user: str = "postgres") -> None:
+        self.dir = base / "pgdata"
+        self.port = port
+        self.user = user if os.geteuid() == 0 else None
+
+    def _run(self, *argv: str) -> None:
+        cmd = list(argv)
+        if self.user is not None:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> None:
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            shutil.chown(self.dir.parent, self.user)
+            os.chmod(self.dir.parent, 0o700)
+        self._run(
+            str(self.BIN / "initdb"),
+            "-D",
+            str(self.dir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
+        log = str(self.dir.parent / "postgres.log")
+        self._run(
+            str(self.BIN / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-l",
+            log,
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        try:
+            self._run(
+                str(self.BIN / "pg_ctl"), "-D", str(self.dir), "-m", "immediate", "-w", "stop"
+            )
+        except subprocess.CalledProcessError:
+            pass  # already stopped

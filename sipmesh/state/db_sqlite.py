@@ -1,0 +1,259 @@
+"""SQLite Database (the embedded default): one file, WAL journal, aiosqlite.
+
+One connection serves the process: aiosqlite runs it in its own thread, and a lock
+keeps a transaction's statements together (no other coroutine's statement can land
+inside it). Other processes (``sipmesh ctl``) share the file through WAL and the busy
+timeout.
+
+Callers write PostgreSQL placeholders ($1, $2 ...); they are rewritten to SQLite's
+numbered ``?1, ?2`` outside string literals, identifiers and comments. Datetime
+parameters are stored as ISO text ("YYYY-MM-DD HH:MM:SS[.ffffff]", UTC) in DATETIME
+columns and read back as naive datetimes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiosqlite
+
+from sipmesh.state.db import Dialect, Executor, Row
+from sipmesh.state.errors import BadStateURL, ConstraintViolation, StateUnavailable
+
+T = TypeVar("T")
+
+
+def sqlite_path(url: str) -> str:
+    """The file of ``sqlite:///relative``, ``sqlite:////absolute`` or ``sqlite://:memory:``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise BadStateURL(f"not a sqlite URL: {url!r}")
+    if parts.netloc == ":memory:" or parts.path in ("/:memory:", ":memory:"):
+        return ":memory:"
+    if parts.netloc:
+        raise BadStateURL(f"sqlite URL with a host: {url!r} (use sqlite:///path)")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise BadStateURL(f"sqlite URL without a path: {url!r}")
+    return path
+
+
+def translate_placeholders(sql: str) -> str:
+    """Rewrite $N to ?N outside quotes and comments."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"":
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:  # doubled quote inside
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i : end + 1])
+            i = end + 1
+        elif ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            out.append(sql[i:end])
+            i = end
+        elif ch == "$" and i + 1 < n and sql[i + 1].isdigit():
+            j = i + 1
+            while j < n and sql[j].isdigit():
+                j += 1
+            out.append("?" + sql[i + 1 : j])
+            i = j
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _adapt(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(sep=" ")
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _params(args: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(_adapt(a) for a in args)
+
+
+def _convert_datetime(raw: bytes) -> datetime:
+    return datetime.fromisoformat(raw.decode())
+
+
+class _SQLiteExecutor:
+    """Runs statements on the connection; the caller holds the lock."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, owner: SQLiteDatabase, locking: bool) -> None:
+        self._db = owner
+        # The database takes the lock per statement; a transaction already holds it.
+        self._locking = locking
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async def op(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(self._db._sql(sql), _params(args))
+            count = cursor.rowcount
+            await cursor.close()
+            return max(count, 0)
+
+        return await self._db._run(op, self._locking)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        rows = [_params(a) for a in args]
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(self._db._sql(sql), rows)
+
+        await self._db._run(op, self._locking)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async def op(conn: aiosqlite.Connection) -> list[Row]:
+            async with conn.execute(self._db._sql(sql), _params(args)) as cursor:
+                names = [d[0] for d in cursor.description or ()]
+                return [dict(zip(names, r, strict=True)) for r in await cursor.fetchall()]
+
+        return await self._db._run(op, self._locking)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else next(iter(row.values()), None)
+
+
+class SQLiteDatabase(_SQLiteExecutor):
+    """A Database on one SQLite file."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: str, op_timeout: float) -> None:
+        super().__init__(self, locking=True)
+        self._conn = conn
+        self.path = path
+        self._op_timeout = op_timeout
+        self._lock = asyncio.Lock()
+        self._tx_task: asyncio.Task[Any] | None = None
+        self._healthy = True
+        self._sql_cache: dict[str, str] = {}
+
+    @classmethod
+    async def open(cls, path: str, *, op_timeout: float = 5.0) -> SQLiteDatabase:
+        # The DATETIME converter is registered under a name Python itself does not use
+        # (its own "timestamp"/"date" converters are deprecated since 3.12).
+        sqlite3.register_converter("DATETIME", _convert_datetime)
+        try:
+            conn = await aiosqlite.connect(
+                path,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                detect_types=sqlite3.PARSE_DECLTYPES,
+                timeout=op_timeout,
+            )
+        except sqlite3.Error as exc:
+            raise StateUnavailable(f"cannot open sqlite database {path!r}: {exc}") from exc
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute(f"PRAGMA busy_timeout={int(op_timeout * 1000)}")
+        return cls(conn, path, op_timeout)
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def _sql(self, sql: str) -> str:
+        cached = self._sql_cache.get(sql)
+        if cached is None:
+            cached = translate_placeholders(sql)
+            if len(self._sql_cache) < 4096:
+                self._sql_cache[sql] = cached
+        return cached
+
+    async def _run(self, op: Callable[[aiosqlite.Connection], Awaitable[T]], lock: bool) -> T:
+        if lock:
+            if self._tx_task is not None and self._tx_task is asyncio.current_task():
+                raise RuntimeError("inside db.transaction(): run statements on its executor")
+            try:
+                async with asyncio.timeout(self._op_timeout):
+                    await self._lock.acquire()
+            except TimeoutError as exc:
+                raise StateUnavailable(f"sqlite {self.path!r}: busy (lock wait)") from exc
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                result = await op(self._conn)
+        except sqlite3.IntegrityError as exc:
+            raise ConstraintViolation(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            if not _unavailable(exc):
+                raise
+            self._healthy = False
+            raise StateUnavailable(f"sqlite {self.path!r}: {exc}") from exc
+        except (TimeoutError, ValueError) as exc:  # ValueError: aiosqlite closed
+            self._healthy = False
+            raise StateUnavailable(f"sqlite {self.path!r}: {exc or 'timeout'}") from exc
+        finally:
+            if lock:
+                self._lock.release()
+        self._healthy = True
+        return result
+
+    async def ping(self) -> None:
+        await self.fetchval("SELECT 1")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception), under the lock."""
+        if self._tx_task is not None and self._tx_task is asyncio.current_task():
+            raise RuntimeError("nested transaction")
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await self._lock.acquire()
+        except TimeoutError as exc:
+            raise StateUnavailable(f"sqlite {self.path!r}: busy (lock wait)") from exc
+        tx = _SQLiteTx(self, locking=False)
+        self._tx_task = asyncio.current_task()
+        try:
+            await tx._raw("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                await tx._raw("ROLLBACK")
+                raise
+            await tx._raw("COMMIT")
+        finally:
+            self._tx_task = None
+            self._lock.release()
+
+
+def _unavailable(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("locked", "busy", "unable to open", "disk i/o", "readonly"))
+
+
+class _SQLiteTx(_SQLiteExecutor):
+    """The executor a transaction yields: runs inside the held lock."""
+
+    async def _raw(self, sql: str) -> None:
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(sql)
+
+        await self._db._run(op, lock=False)
