@@ -64,3 +64,61 @@ class EdgeConfig(Section):
         [], description="WebSocket Origin allow-list (e.g. https://example.com); empty: any"
     )
     # --- end of transports ---------------------------------------------------------
+
+    # --- proxy core, REQINIT, anti-flood, NAT (services/edge core; see docs/edge.md) ---
+    fr_timer: float = Field(
+        30.0, gt=0, description="seconds a branch waits for any response (tm's fr_timer)"
+    )
+    fr_inv_timer: float = Field(
+        120.0,
+        gt=0,
+        description="seconds an INVITE branch waits for a final response after a provisional "
+        "(timer C, tm's fr_inv_timer)",
+    )
+    router_failure_code: int = Field(
+        503, ge=500, le=599, description="status sent when the router is down or times out"
+    )
+    router_retry_after: int = Field(
+        5, ge=0, description="Retry-After seconds sent with that status; 0: none"
+    )
+    max_forwards: int = Field(
+        70, ge=1, le=255, description="Max-Forwards put on forwarded requests that carry none"
+    )
+    scanner_user_agents: list[str] = Field(
+        [
+            "friendly-scanner",
+            "sipvicious",
+            "sipcli",
+            "vaxsipuseragent",
+            "sip-scan",
+            "iwar",
+            "sundayddr",
+            "pplsip",
+        ],
+        description="User-Agent substrings (case-insensitive) whose requests are dropped",
+    )
+    proxy_require_supported: list[str] = Field(
+        [], description="option tags accepted in Proxy-Require; others get 420 Bad Extension"
+    )
+    antiflood: bool = Field(True, description="per-source rate limit and ban (pike + ipban)")
+    pike_window: float = Field(2.0, gt=0, description="anti-flood sliding window, seconds")
+    pike_limit: int = Field(16, ge=1, description="requests allowed per source per window")
+    ban_time: float = Field(300.0, gt=0, description="seconds a flooding source stays banned")
+    trusted_sources: list[str] = Field(
+        [], description="IPs or CIDR networks exempt from the anti-flood check"
+    )
+    ban_sync_interval: float = Field(
+        0.5,
+        gt=0,
+        le=1.0,
+        description="seconds between syncs of flood counters and bans with the shared store",
+    )
+    nat_alias: bool = Field(
+        True,
+        description="add an alias parameter to the Contact of NATed requests (add_contact_alias)",
+    )
+    nat_keepalive: Literal["options", "crlf", "none"] = Field(
+        "options", description="NAT keep-alive sent to NATed registered contacts"
+    )
+    nat_keepalive_interval: float = Field(30.0, gt=0, description="seconds between NAT keep-alives")
+    # --- end of proxy core ----------------------------------------------------------
