@@ -54,50 +54,46 @@ _PRETTY: Final = MappingProxyType(
     }
 )
 
-# Headers whose values are never split on commas: their grammar is not a
-# comma-separated list at the header level (RFC 3261 §7.3.1 lists the
-# authentication headers; the others have a single value that may contain commas).
-SINGLE_VALUE_HEADERS: Final = frozenset(
+# Headers defined as comma-separated lists (RFC 3261 §7.3.1 and §20, RFC 3262, 3265,
+# 3325, 3326, 3327, 3329, 3608, 3840, 3841, 4244, 5626 ...). Only these are split on
+# commas: an unknown header's grammar is unknown, so its value is kept whole and
+# forwarded unchanged (RFC 4475 §3.1.1.1, UnknownHeaderWithUnusualValue). The
+# authentication headers and Date contain commas but are not lists.
+LIST_HEADERS: Final = frozenset(
     {
-        "www-authenticate",
-        "authorization",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "authentication-info",
-        "date",
-        "call-id",
-        "cseq",
-        "content-length",
-        "content-type",
-        "content-disposition",
-        "max-forwards",
-        "min-expires",
-        "expires",
-        "subject",
-        "user-agent",
-        "server",
-        "organization",
-        "retry-after",
-        "timestamp",
-        "mime-version",
-        "priority",
-        "reply-to",
-        "subscription-state",
-        "event",
-        "refer-to",
-        "referred-by",
-        "replaces",
-        "session-expires",
-        "min-se",
-        "rack",
-        "rseq",
-        "sip-etag",
-        "sip-if-match",
-        "identity",
-        "identity-info",
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "path",
+        "service-route",
+        "allow",
+        "allow-events",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "accept-contact",
+        "reject-contact",
+        "request-disposition",
+        "alert-info",
+        "call-info",
+        "error-info",
+        "content-encoding",
+        "content-language",
         "in-reply-to",
-        "from",
-        "to",
+        "warning",
+        "reason",
+        "p-asserted-identity",
+        "p-preferred-identity",
+        "p-associated-uri",
+        "history-info",
+        "security-client",
+        "security-server",
+        "security-verify",
     }
 )
 
@@ -189,7 +185,7 @@ def pretty_name(key: str) -> str:
 
 def is_list_header(key: str) -> bool:
     """True when a header (by canonical key) is a comma-separated list."""
-    return key not in SINGLE_VALUE_HEADERS
+    return key in LIST_HEADERS
 
 
 def split_list(value: str) -> list[str]:

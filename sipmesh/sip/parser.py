@@ -16,11 +16,20 @@ from typing import Final
 from sipmesh.sip.errors import ParseError
 from sipmesh.sip.headers import KNOWN_KEYS, TOKEN_RE, header_key
 from sipmesh.sip.message import Request, Response, _Entry
+from sipmesh.sip.uri import SipURI
 
 _VERSION_RE: Final = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 # The headers a response to a request copies (RFC 3261 §8.2.6.2).
 _ANSWER_KEYS: Final = frozenset({"via", "from", "to", "call-id", "cseq"})
 _REQUIRED: Final = ("via", "from", "to", "call-id", "cseq")
+# Methods of RFC 3261 and its extensions (3262, 3265/6665, 3311, 3428, 3515, 3903,
+# 6086): a CSeq mismatch on any other method is answered 501 (RFC 4475 §3.1.2.18).
+KNOWN_METHODS: Final = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+        "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    }
+)  # fmt: skip
 
 
 def parse_message(data: bytes, *, max_size: int | None = None) -> Request | Response:
@@ -112,8 +121,15 @@ def _request(first: str, entries: list[_Entry]) -> Request:
     parts = first.split(" ")
     if len(parts) != 3 or not all(parts):
         # RFC 3261 §7.1: Method SP Request-URI SP SIP-Version, single spaces, no LWS
-        # inside the URI (RFC 4475 §3.1.2.8-10: lwsruri, lwsstart, trws).
-        raise ParseError(f"malformed request line: {first[:80]!r}")
+        # inside the URI (RFC 4475 §3.1.2.8-10: lwsruri, lwsstart, trws). The headers
+        # are readable, so the 400 can still be answered.
+        words = first.split()
+        partial = None
+        if len(words) >= 3:
+            guess = Request(words[0], " ".join(words[1:-1]), version=words[-1])
+            guess._hdrs = entries
+            partial = _partial(guess)
+        raise ParseError(f"malformed request line: {first[:80]!r}", 400, partial)
     method, uri, version = parts
     if not TOKEN_RE.fullmatch(method):
         raise ParseError(f"bad method {method[:40]!r}")
@@ -139,8 +155,10 @@ def _request(first: str, entries: list[_Entry]) -> Request:
             raise ParseError("missing Via header")
         cseq = req.cseq
         if cseq.method != method:
-            # RFC 3261 §8.1.1.5; RFC 4475 §3.1.2.17 mismatch01 expects 400.
-            raise ParseError(f"CSeq method {cseq.method!r} does not match {method!r}")
+            # RFC 3261 §8.1.1.5. RFC 4475 §3.1.2.17 (mismatch01) expects 400; with an
+            # unknown request method §3.1.2.18 (mismatch02) prefers 501.
+            status = 400 if method in KNOWN_METHODS else 501
+            raise ParseError(f"CSeq method {cseq.method!r} does not match {method!r}", status)
         _single(entries, "call-id")
         _single(entries, "cseq")
         _single(entries, "from")
@@ -148,7 +166,11 @@ def _request(first: str, entries: list[_Entry]) -> Request:
         req.from_  # noqa: B018 - parse now: an unparseable From cannot be answered
         req.to  # noqa: B018
         req.max_forwards  # noqa: B018
-        req.ruri  # noqa: B018
+        ruri = req.ruri
+        if isinstance(ruri, SipURI) and ruri.headers:
+            # RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI
+            # (RFC 4475 §3.1.2.11 escruri: rejecting with 400 is acceptable).
+            raise ParseError("headers in the Request-URI")
     except ParseError as exc:
         exc.partial = partial if exc.partial is None else exc.partial
         raise
@@ -162,19 +184,20 @@ def _single(entries: list[_Entry], key: str) -> None:
 
 
 def _partial(req: Request) -> Request | None:
-    """The answerable part of a request, or None when an answer cannot be built."""
+    """The answerable part of a request, or None when an answer cannot be built.
+
+    It keeps the start line and the Via, From, To, Call-ID and CSeq lines as
+    received (RFC 3261 §8.2.6.2 copies them into the response). An answer needs at
+    least a Via (where to send it) and a CSeq (to match it); the others are kept
+    when present (RFC 4475 §3.3.1 insuf still deserves a 400). Their typed
+    accessors may raise: the value that made the request bad can be among them.
+    """
     kept = [e for e in req._hdrs if e[0] in _ANSWER_KEYS]
     present = {e[0] for e in kept}
-    if len(present) != len(_ANSWER_KEYS):
+    if "via" not in present or "cseq" not in present:
         return None
     part = Request(req.method, req.uri, version=req.version)
     part._hdrs = kept
-    try:
-        if part.top_via is None:
-            return None
-        part.cseq  # noqa: B018
-    except ParseError:
-        return None
     return part
 
 

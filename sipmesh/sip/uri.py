@@ -460,18 +460,21 @@ def _split_name_addr(
                 raise ParseError(f"unterminated <URI> in {text!r}")
             uri_text = rest[1:gt]
             param_text = rest[gt + 1 :]
+            if uri_text != uri_text.strip(" \t"):
+                # RFC 4475 §3.1.2.14 (badaspec): no LWS inside the angle brackets.
+                raise ParseError(f"whitespace inside <URI> in {text!r}")
         else:
             # addr-spec form: the URI ends at the first ';', and the parameters
             # after it belong to the header, not the URI (RFC 3261 §20.10).
             semi = text.find(";")
-            uri_text = text if semi < 0 else text[:semi]
+            uri_text = (text if semi < 0 else text[:semi]).rstrip(" \t")
             param_text = "" if semi < 0 else text[semi:]
             if any(c in uri_text for c in " \t,?"):
                 raise ParseError(f"addr-spec with spaces or reserved characters: {text!r}")
         params = parse_params(param_text)
     except ValueError as exc:
         raise ParseError(f"bad name-addr {text!r}: {exc}") from None
-    return display, parse_uri(uri_text.strip(" \t")), params
+    return display, parse_uri(uri_text), params
 
 
 def _closing_quote(text: str) -> int:
