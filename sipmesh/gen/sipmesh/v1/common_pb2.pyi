@@ -463,6 +463,9 @@ class CallError(google.protobuf.message.Message):
         """overload; `retry_after_ms` may say when"""
         CODE_NOT_FOUND: CallError._Code.ValueType  # 6
         CODE_CANCELLED: CallError._Code.ValueType  # 7
+        CODE_ALREADY_EXISTS: CallError._Code.ValueType  # 8
+        """a duplicate (e.g. a subscriber that exists)"""
+        CODE_PERMISSION_DENIED: CallError._Code.ValueType  # 9
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     CODE_UNSPECIFIED: CallError.Code.ValueType  # 0
@@ -478,6 +481,9 @@ class CallError(google.protobuf.message.Message):
     """overload; `retry_after_ms` may say when"""
     CODE_NOT_FOUND: CallError.Code.ValueType  # 6
     CODE_CANCELLED: CallError.Code.ValueType  # 7
+    CODE_ALREADY_EXISTS: CallError.Code.ValueType  # 8
+    """a duplicate (e.g. a subscriber that exists)"""
+    CODE_PERMISSION_DENIED: CallError.Code.ValueType  # 9
 
     CODE_FIELD_NUMBER: builtins.int
     MESSAGE_FIELD_NUMBER: builtins.int

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sipmesh.gen.sipmesh.v1 import common_pb2 as sipmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sipmesh/v1/edge.proto\x12\nsipmesh.v1\x1a\x17sipmesh/v1/common.proto\"0\n\tSendBatch\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.sipmesh.v1.SendItem\"\xcd\x01\n\x08SendItem\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\x12=\n\rtrace_context\x18\x03 \x03(\x0b\x32&.sipmesh.v1.SendItem.TraceContextEntry\x12,\n\x07request\x18\x04 \x01(\x0b\x32\x1b.sipmesh.v1.OutboundRequest\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x0fSendResultBatch\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.sipmesh.v1.SendResultItem\"v\n\x0eSendResultItem\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x04sent\x18\x02 \x01(\x0b\x32\x16.sipmesh.v1.SendResultH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.sipmesh.v1.CallErrorH\x00\x42\x08\n\x06result\"\x83\x02\n\nSendResult\x12/\n\x07outcome\x18\x01 \x01(\x0e\x32\x1e.sipmesh.v1.SendResult.Outcome\x12\x0e\n\x06status\x18\x02 \x01(\r\x12\x10\n\x08response\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\x91\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_RESPONSE\x10\x01\x12\x10\n\x0cOUTCOME_SENT\x10\x02\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x03\x12\x1b\n\x17OUTCOME_TRANSPORT_ERROR\x10\x04\x12\x13\n\x0fOUTCOME_NO_FLOW\x10\x05\"\x11\n\x0f\x45\x64geInfoRequest\"\x99\x02\n\x08\x45\x64geInfo\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x30\n\tlisteners\x18\x03 \x03(\x0b\x32\x1d.sipmesh.v1.EdgeInfo.Listener\x12\x13\n\x0b\x63onnections\x18\x04 \x01(\r\x12\x1b\n\x13\x61\x63tive_transactions\x18\x05 \x01(\r\x12\r\n\x05\x66lows\x18\x06 \x01(\r\x12\x12\n\nstarted_at\x18\x07 \x01(\x01\x1a\x64\n\x08Listener\x12(\n\ttransport\x18\x01 \x01(\x0e\x32\x15.sipmesh.v1.Transport\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x12\n\nadvertised\x18\x04 \x01(\t2\x81\x01\n\x04\x45\x64ge\x12>\n\x04Send\x12\x15.sipmesh.v1.SendBatch\x1a\x1b.sipmesh.v1.SendResultBatch(\x01\x30\x01\x12\x39\n\x04Info\x12\x1b.sipmesh.v1.EdgeInfoRequest\x1a\x14.sipmesh.v1.EdgeInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15sipmesh/v1/edge.proto\x12\nsipmesh.v1\x1a\x17sipmesh/v1/common.proto\"0\n\tSendBatch\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.sipmesh.v1.SendItem\"\xcd\x01\n\x08SendItem\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\x12=\n\rtrace_context\x18\x03 \x03(\x0b\x32&.sipmesh.v1.SendItem.TraceContextEntry\x12,\n\x07request\x18\x04 \x01(\x0b\x32\x1b.sipmesh.v1.OutboundRequest\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x0fSendResultBatch\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.sipmesh.v1.SendResultItem\"v\n\x0eSendResultItem\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x04sent\x18\x02 \x01(\x0b\x32\x16.sipmesh.v1.SendResultH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.sipmesh.v1.CallErrorH\x00\x42\x08\n\x06result\"\x83\x02\n\nSendResult\x12/\n\x07outcome\x18\x01 \x01(\x0e\x32\x1e.sipmesh.v1.SendResult.Outcome\x12\x0e\n\x06status\x18\x02 \x01(\r\x12\x10\n\x08response\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\x91\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_RESPONSE\x10\x01\x12\x10\n\x0cOUTCOME_SENT\x10\x02\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x03\x12\x1b\n\x17OUTCOME_TRANSPORT_ERROR\x10\x04\x12\x13\n\x0fOUTCOME_NO_FLOW\x10\x05\"\"\n\x0f\x45\x64geInfoRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\"\x99\x02\n\x08\x45\x64geInfo\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x30\n\tlisteners\x18\x03 \x03(\x0b\x32\x1d.sipmesh.v1.EdgeInfo.Listener\x12\x13\n\x0b\x63onnections\x18\x04 \x01(\r\x12\x1b\n\x13\x61\x63tive_transactions\x18\x05 \x01(\r\x12\r\n\x05\x66lows\x18\x06 \x01(\r\x12\x12\n\nstarted_at\x18\x07 \x01(\x01\x1a\x64\n\x08Listener\x12(\n\ttransport\x18\x01 \x01(\x0e\x32\x15.sipmesh.v1.Transport\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x12\n\nadvertised\x18\x04 \x01(\t2\x81\x01\n\x04\x45\x64ge\x12>\n\x04Send\x12\x15.sipmesh.v1.SendBatch\x1a\x1b.sipmesh.v1.SendResultBatch(\x01\x30\x01\x12\x39\n\x04Info\x12\x1b.sipmesh.v1.EdgeInfoRequest\x1a\x14.sipmesh.v1.EdgeInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,11 +49,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDRESULT_OUTCOME']._serialized_start=617
   _globals['_SENDRESULT_OUTCOME']._serialized_end=762
   _globals['_EDGEINFOREQUEST']._serialized_start=764
-  _globals['_EDGEINFOREQUEST']._serialized_end=781
-  _globals['_EDGEINFO']._serialized_start=784
-  _globals['_EDGEINFO']._serialized_end=1065
-  _globals['_EDGEINFO_LISTENER']._serialized_start=965
-  _globals['_EDGEINFO_LISTENER']._serialized_end=1065
-  _globals['_EDGE']._serialized_start=1068
-  _globals['_EDGE']._serialized_end=1197
+  _globals['_EDGEINFOREQUEST']._serialized_end=798
+  _globals['_EDGEINFO']._serialized_start=801
+  _globals['_EDGEINFO']._serialized_end=1082
+  _globals['_EDGEINFO_LISTENER']._serialized_start=982
+  _globals['_EDGEINFO_LISTENER']._serialized_end=1082
+  _globals['_EDGE']._serialized_start=1085
+  _globals['_EDGE']._serialized_end=1214
 # @@protoc_insertion_point(module_scope)

@@ -195,9 +195,16 @@ Global___SendResult: typing_extensions.TypeAlias = SendResult
 class EdgeInfoRequest(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
+    EDGE_ID_FIELD_NUMBER: builtins.int
+    edge_id: builtins.str
+    """The instance asked (routing hint for clients; empty = any edge)."""
     def __init__(
         self,
+        *,
+        edge_id: builtins.str = ...,
     ) -> None: ...
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["edge_id", b"edge_id"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
 
 Global___EdgeInfoRequest: typing_extensions.TypeAlias = EdgeInfoRequest
 
