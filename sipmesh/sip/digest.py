@@ -20,6 +20,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sipmesh.sip.errors import ParseError
+from sipmesh.sip.fields import (
+    CHALLENGE_UNQUOTED,
+    CREDENTIAL_UNQUOTED,
+    format_auth_params,
+    parse_auth_params,
+)
+
 __all__ = [
     "ALGORITHMS",
     "AuthResult",
@@ -150,6 +158,17 @@ def _unquote_flag(value: str | None) -> bool:
     return value is not None and value.strip().strip('"').lower() == "true"
 
 
+def _digest_params(header_value: str) -> dict[str, str]:
+    """Auth-params of a ``Digest …`` header value (names lower-case, values unquoted)."""
+    try:
+        scheme, params = parse_auth_params(header_value)
+    except ParseError as exc:
+        raise DigestError(f"malformed authentication header: {exc.reason}") from None
+    if scheme.lower() != "digest":
+        raise DigestError(f"not a Digest header: scheme {scheme!r}")
+    return params
+
+
 @dataclass(frozen=True, slots=True)
 class DigestChallenge:
     """A WWW-Authenticate / Proxy-Authenticate Digest challenge (RFC 7616 §3.3)."""
@@ -201,6 +220,15 @@ class DigestChallenge:
         if self.userhash:
             out["userhash"] = "true"
         return out
+
+    @classmethod
+    def parse(cls, header_value: str) -> DigestChallenge:
+        """From a WWW-/Proxy-Authenticate value such as ``Digest realm="x", nonce="y"``."""
+        return cls.from_params(_digest_params(header_value))
+
+    def to_header(self) -> str:
+        """The header value; qop is quoted in challenges (RFC 7616 §3.3)."""
+        return format_auth_params("Digest", self.to_params(), unquoted=CHALLENGE_UNQUOTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +287,15 @@ class DigestCredentials:
         if self.userhash:
             out["userhash"] = "true"
         return out
+
+    @classmethod
+    def parse(cls, header_value: str) -> DigestCredentials:
+        """From an Authorization / Proxy-Authorization value."""
+        return cls.from_params(_digest_params(header_value))
+
+    def to_header(self) -> str:
+        """The header value; qop, nc and algorithm unquoted (RFC 7616 §3.4)."""
+        return format_auth_params("Digest", self.to_params(), unquoted=CREDENTIAL_UNQUOTED)
 
     @property
     def nonce_count(self) -> int | None:

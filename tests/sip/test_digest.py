@@ -339,3 +339,59 @@ def test_build_credentials_rejects_unoffered_qop() -> None:
             uri="u",
             qop="auth-int",
         )
+
+
+def test_challenge_header_parse_and_format() -> None:
+    # RFC 7616 §3.9.1 challenge (one of the two WWW-Authenticate values)
+    value = (
+        'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=SHA-256, '
+        'nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+        'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
+    )
+    ch = DigestChallenge.parse(value)
+    assert ch.realm == RFC7616["realm"]
+    assert ch.nonce == RFC7616["nonce"]
+    assert ch.algorithm == "SHA-256"
+    assert ch.qop == ("auth", "auth-int")
+    assert ch.opaque == RFC7616["opaque"]
+    header = ch.to_header()
+    assert header.startswith('Digest realm="http-auth@example.org", nonce="7ypf')
+    assert 'qop="auth,auth-int"' in header
+    assert "algorithm=SHA-256" in header
+    assert DigestChallenge.parse(header) == ch
+    stale = DigestChallenge(realm="r", nonce="n", stale=True, qop=("auth",))
+    assert "stale=true" in stale.to_header()
+    assert DigestChallenge.parse(stale.to_header()).stale
+
+
+def test_credentials_header_rfc2617_example() -> None:
+    # RFC 2617 §3.5 Authorization header, answered for the GET of the example
+    value = (
+        'Digest username="Mufasa", realm="testrealm@host.com", '
+        'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", '
+        'qop=auth, nc=00000001, cnonce="0a4f113b", '
+        'response="6629fae49393a05397450978507c4ef1", '
+        'opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+    )
+    creds = DigestCredentials.parse(value)
+    assert creds.username == "Mufasa"
+    assert creds.qop == "auth"
+    assert creds.nonce_count == 1
+    assert verify_credentials(creds, "GET", password="Circle Of Life")
+    assert not verify_credentials(creds, "GET", password="Circle of Life")
+    header = creds.to_header()
+    assert "qop=auth" in header
+    assert "nc=00000001" in header
+    assert 'response="6629fae49393a05397450978507c4ef1"' in header
+    assert DigestCredentials.parse(header) == creds
+
+
+def test_header_errors_are_digest_errors() -> None:
+    with pytest.raises(DigestError, match="not a Digest"):
+        DigestChallenge.parse('Basic realm="x"')
+    with pytest.raises(DigestError, match="not a Digest"):
+        DigestCredentials.parse('Bearer realm="x"')
+    with pytest.raises(DigestError):
+        DigestCredentials.parse('Digest username="a"')
+    with pytest.raises(DigestError):
+        DigestChallenge.parse('Digest realm="unterminated')
