@@ -1,1 +1,54 @@
-"""Typed client interfaces between services (in-process and gRPC)."""
+"""Typed client interfaces between services (in-process and gRPC).
+
+- interfaces.py: the Protocols (RouterClient, RegistrarClient, PresenceClient,
+  MediaRelayClient, EdgeClient) over the generated messages of proto/sipmesh/v1;
+  admin_api.py: AdminApi and GrpcAdminClient.
+- grpc_clients.py: their gRPC implementations (split mode);
+  grpc_servers.py: `add_*_servicer(server, service)` serving a service object.
+- stream.py / backend.py: the batched bidirectional streams of the hot path;
+  resolve.py: targets and load sharing; errors.py: the errors both modes raise;
+  tracing.py: trace context in metadata and per stream item.
+"""
+
+from sipmesh.clients.backend import StreamOptions, StreamState
+from sipmesh.clients.errors import (
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+from sipmesh.clients.interfaces import (
+    EdgeClient,
+    EdgeDirectory,
+    MediaRelayClient,
+    PresenceClient,
+    RegistrarClient,
+    RouterClient,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Cancelled",
+    "DeadlineExceeded",
+    "EdgeClient",
+    "EdgeDirectory",
+    "Internal",
+    "InvalidArgument",
+    "MediaRelayClient",
+    "NotFound",
+    "PermissionDenied",
+    "PresenceClient",
+    "RegistrarClient",
+    "ResourceExhausted",
+    "RouterClient",
+    "ServiceError",
+    "StreamOptions",
+    "StreamState",
+    "Unavailable",
+]
