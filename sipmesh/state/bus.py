@@ -109,3 +109,23 @@ class EventBus(Protocol):
         delivered again (up to ``max_deliver`` times; -1 = unlimited).
         """
         ...
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` matches one token, a final ``>`` one or more."""
+    p_tokens = pattern.split(".")
+    s_tokens = subject.split(".")
+    for i, token in enumerate(p_tokens):
+        if token == ">":
+            return i == len(p_tokens) - 1 and len(s_tokens) > i
+        if i >= len(s_tokens):
+            return False
+        if token != "*" and token != s_tokens[i]:
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+def stream_name(prefix: str, stream: str) -> str:
+    """The server-side name of ``stream`` for a bus with ``prefix`` (JetStream-safe)."""
+    full = f"{prefix}_{stream}" if prefix else stream
+    return "".join("_" if ch in ". *>/\\\t" else ch for ch in full)
