@@ -164,7 +164,11 @@ class BatchingStreamClient(Generic[ReqItem, RepItem, ReqBatch, RepBatch]):
 
     async def _resolve_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._options.resolve_interval)
+            # Without any backend (target not resolvable yet), retry sooner.
+            interval = self._options.resolve_interval
+            if not self._backends:
+                interval = min(interval, self._options.backoff_max)
+            await asyncio.sleep(interval)
             try:
                 await self._refresh()
             except Exception as exc:  # keep the backends we have

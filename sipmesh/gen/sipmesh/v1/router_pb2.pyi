@@ -36,7 +36,7 @@ class _RouteKindEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._Enum
     DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
     ROUTE_KIND_UNSPECIFIED: _RouteKind.ValueType  # 0
     ROUTE_KIND_REQUEST: _RouteKind.ValueType  # 1
-    """request_route: an initial (or out-of-transaction) request"""
+    """request_route: every new request (initial or in-dialog)"""
     ROUTE_KIND_BRANCH: _RouteKind.ValueType  # 2
     """branch_route: a branch is about to be sent"""
     ROUTE_KIND_REPLY: _RouteKind.ValueType  # 3
@@ -48,7 +48,7 @@ class RouteKind(_RouteKind, metaclass=_RouteKindEnumTypeWrapper): ...
 
 ROUTE_KIND_UNSPECIFIED: RouteKind.ValueType  # 0
 ROUTE_KIND_REQUEST: RouteKind.ValueType  # 1
-"""request_route: an initial (or out-of-transaction) request"""
+"""request_route: every new request (initial or in-dialog)"""
 ROUTE_KIND_BRANCH: RouteKind.ValueType  # 2
 """branch_route: a branch is about to be sent"""
 ROUTE_KIND_REPLY: RouteKind.ValueType  # 3
@@ -439,7 +439,11 @@ class Relay(google.protobuf.message.Message):
     send_100: builtins.bool
     """Send 100 Trying before relaying (INVITE, RFC 3261 §16.2)."""
     @property
-    def targets(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___Target]: ...
+    def targets(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___Target]:
+        """No targets: relay to the (possibly rewritten) R-URI, or along the Route set for
+        in-dialog requests after loose routing (t_relay() without a destination set).
+        """
+
     @property
     def handlers(self) -> Global___Handlers:
         """Handlers armed for this transaction; the edge calls back with their names."""
