@@ -108,7 +108,8 @@ def _split_path(text: str | None) -> tuple[str, ...]:
 
 def binding_from_row(row: Row, attrs: dict[str, str], use_domain: bool) -> Binding:
     aor = f"{row['username']}@{row['domain']}" if use_domain and row["domain"] else row["username"]
-    q = float(row["q"])
+    # PostgreSQL's REAL is a float4: round back to the 3 decimals of a qvalue (§20.10).
+    q = round(float(row["q"]), 3)
     extra: dict[str, Any] = {}
     if "attrs" in attrs:
         try:

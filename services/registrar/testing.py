@@ -7,12 +7,28 @@ CSeq — and answers digest challenges with :func:`sipmesh.sip.digest.build_cred
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from sipmesh.registrar.service import RegistrarService
+from sipmesh.registrar.subscribers import credential_columns
 from sipmesh.sip.digest import DigestChallenge, build_credentials
 from sipmesh.sip.fields import format_auth_params, parse_auth_params
 from sipmesh.sip.message import Request, Response
+from sipmesh.state.bus import Message
+from sipmesh.state.clock import FakeClock
+from sipmesh.state.db import Database
+from sipmesh.state.kv import KVStore
+from sipmesh.state.kv_memory import MemoryKV
+from sipmesh.state.kv_redis import RedisKV
+from sipmesh.state.location import LocationStore
+from sipmesh.state.location_memory import MemoryLocationStore
+from sipmesh.state.location_redis import RedisLocationStore
+from sipmesh.state.redis_common import make_redis_client
+
+DOMAIN = "example.com"
+MakeService = Callable[..., Awaitable[RegistrarService]]
 
 
 def make_register(
@@ -108,3 +124,68 @@ class TestUA:
             expires=expires,
             extra=headers,
         )
+
+
+async def add_subscriber(db: Database, user: str, domain: str, password: str) -> None:
+    cols = credential_columns(user, domain, password, store_password=False, sha256=False)
+    await db.execute(
+        "INSERT INTO subscriber (username, domain, password, ha1, ha1b) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        user,
+        domain,
+        cols["password"],
+        cols["ha1"],
+        cols["ha1b"],
+    )
+
+
+class Stores:
+    """Opens location/kv stores of one backend; a second call = another instance."""
+
+    def __init__(self, kind: str, prefix: str, clock: FakeClock, redis_url: str | None) -> None:
+        self.kind = kind
+        self.prefix = prefix
+        self.clock = clock
+        self.redis_url = redis_url
+        self._mem_loc: MemoryLocationStore | None = None
+        self._mem_kv: MemoryKV | None = None
+        self.opened: list[Any] = []
+
+    def location(self) -> LocationStore:
+        if self.kind == "memory":
+            if self._mem_loc is None:
+                self._mem_loc = MemoryLocationStore(prefix=self.prefix, clock=self.clock)
+            return self._mem_loc
+        assert self.redis_url is not None
+        store = RedisLocationStore(
+            make_redis_client(self.redis_url), prefix=self.prefix, clock=self.clock
+        )
+        self.opened.append(store)
+        return store
+
+    def kv(self) -> KVStore:
+        if self.kind == "memory":
+            if self._mem_kv is None:
+                self._mem_kv = MemoryKV(prefix=self.prefix, clock=self.clock)
+            return self._mem_kv
+        assert self.redis_url is not None
+        kv = RedisKV(make_redis_client(self.redis_url), prefix=self.prefix)
+        self.opened.append(kv)
+        return kv
+
+    async def close(self) -> None:
+        for s in self.opened:
+            await s.close()
+
+
+class Recorder:
+    """Collects every registration event published on a bus."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def kinds(self) -> list[str]:
+        return [m.subject.rsplit(".", 1)[1] for m in self.messages]
