@@ -1,0 +1,619 @@
+"""The proxy core: carries out the router's decisions over the transaction layer.
+
+Kamailio's tm module in Python, driven by events of sipmesh.sip.transaction:
+
+- every new server transaction is one router call (request_route); retransmissions
+  are absorbed by the layer and never reach the router;
+- a Reply decision answers through the server transaction (t_reply); a Relay starts
+  one client transaction per target (parallel forking, or groups tried in turn for
+  serial forking, q-values high first), with Record-Route, header edits, R-URI
+  rewrite and pre-loaded routes (RFC 3261 §16.6);
+- responses: 1xx forwarded (never 100, §16.7 step 5), 2xx forwarded at once, and a
+  2xx or 6xx CANCELs the other branches; when every branch ended without 2xx the
+  failure handler of the router may add branches (voicemail...), else the best
+  response is sent (§16.7 step 6), 401/407 challenges aggregated (step 7);
+- fr_timer (no response) and fr_inv_timer (timer C, after a provisional) per branch;
+  a timed-out branch counts as 408 and is CANCELled if it had answered (§16.8);
+- a CANCEL from the caller is answered 200, sent on to every branch, and the INVITE
+  gets 487 (§9.2, §16.10);
+- the router not answering within edge.router_timeout gives 503 + Retry-After (or
+  the configured 5xx), never silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+from sipmesh.clients.interfaces import RouterClient
+from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2, router_pb2
+from sipmesh.sip import ParseError, Request, Response, parse_message
+from sipmesh.sip.stateless import make_cancel, make_response
+from sipmesh.sip.transaction import (
+    AckReceived,
+    Address,
+    CancelReceived,
+    Event,
+    MalformedMessage,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionError,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportFailure,
+)
+
+from . import forward as fw
+from .branches import Branch, ProxyTransaction, best_response
+from .nat import pop_ruri_alias
+from .replies import aggregate_challenges, local_reply, strip_own_via, transaction_event
+from .stateless import StatelessForwarder
+from .stats import EdgeStats
+from .txdriver import HANDOVER, TxDriver
+
+__all__ = ["CoreSettings", "ProxyCore"]
+
+log = logging.getLogger("sipmesh.edge.proxy")
+
+_KIND = router_pb2
+_MAX_FAILURE_ROUTES = 4  # bound on failure_route -> relay -> failure_route chains
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    edge_id: str
+    router_timeout: float = 2.0
+    router_failure_code: int = 503
+    router_retry_after: int = 5
+    fr_timer: float = 30.0
+    fr_inv_timer: float = 120.0
+    max_forwards: int = 70
+
+
+class ProxyCore:
+    def __init__(
+        self,
+        *,
+        driver: TxDriver,
+        router: RouterClient,
+        settings: CoreSettings,
+        stats: EdgeStats,
+        stateless: StatelessForwarder,
+        local_address: Callable[[str, str], tuple[str, int]],
+        publish: Callable[[events_pb2.TransactionEvent], None],
+        on_final: Callable[[ProxyTransaction, Response], None] | None = None,
+    ) -> None:
+        self._driver = driver
+        self._layer = driver.layer
+        self._router = router
+        self._cfg = settings
+        self._stats = stats
+        self._sl = stateless
+        self._local = local_address
+        self._publish = publish
+        self._on_final = on_final
+        self._loop = asyncio.get_running_loop()
+        self.transactions: dict[str, ProxyTransaction] = {}
+        self._clients: dict[str, tuple[ProxyTransaction, Branch]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- event dispatch (called by the TxDriver) -----------------------------------
+
+    def on_event(self, event: Event, source: common_pb2.Source | None) -> None:
+        if isinstance(event, RequestReceived):
+            self._new_request(event, source or common_pb2.Source())
+        elif isinstance(event, ResponseReceived):
+            entry = self._clients.get(event.tx_id)
+            if entry is not None:
+                self._branch_response(entry[0], entry[1], event.response)
+        elif isinstance(event, CancelReceived):
+            self._caller_cancel(event)
+        elif isinstance(event, AckReceived):
+            self._spawn(self._route_ack(event.request, source or common_pb2.Source()))
+        elif isinstance(event, StrayResponse):
+            self._sl.forward_response(event.response)
+        elif isinstance(event, TransactionTimeout | TransportFailure):
+            entry = self._clients.get(event.tx_id)
+            if entry is not None:
+                status = 408 if isinstance(event, TransactionTimeout) else 503
+                self._branch_failed(entry[0], entry[1], status)
+        elif isinstance(event, TransactionTerminated):
+            self._terminated(event.tx_id)
+        elif isinstance(event, MalformedMessage):
+            self._stats.err_requests.inc()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- request_route -------------------------------------------------------------
+
+    def _new_request(self, event: RequestReceived, source: common_pb2.Source) -> None:
+        request = event.request
+        ptx = ProxyTransaction(
+            tx_id=event.tx_id,
+            request=request,
+            source=event.source,
+            source_pb=source,
+            started_at=source.received_at or self._loop.time(),
+            fr_timer=self._cfg.fr_timer,
+            fr_inv_timer=self._cfg.fr_inv_timer,
+        )
+        self.transactions[event.tx_id] = ptx
+        self._stats.active_transactions.inc()
+        if request.method == "INVITE":
+            # RFC 3261 §16.2: a stateful proxy answers an INVITE with 100 Trying at
+            # once, which stops the caller's retransmissions (Kamailio's t_newtran).
+            self._send_upstream(ptx, make_response(request, 100))
+        self._spawn(self._route(ptx))
+
+    async def _call_router(self, req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        timeout = self._cfg.router_timeout
+        # wait_for bounds the call even when the client ignores its own timeout.
+        return await asyncio.wait_for(self._router.route(req, timeout=timeout), timeout)
+
+    async def _route(self, ptx: ProxyTransaction) -> None:
+        req = router_pb2.RouteRequest(
+            kind=_KIND.ROUTE_KIND_REQUEST,
+            message=common_pb2.SipMessage(raw=bytes(ptx.request), source=ptx.source_pb),
+            transaction_id=ptx.tx_id,
+        )
+        try:
+            decision = await self._call_router(req)
+        except Exception as exc:
+            ptx.routing = False
+            self._router_failed(ptx, exc)
+            self._driver.pump()
+            return
+        ptx.routing = False
+        if ptx.final_sent:
+            return  # CANCELled (487 sent) while the router was deciding
+        self._execute(ptx, decision)
+        self._driver.pump()
+
+    def _router_failed(self, ptx: ProxyTransaction, exc: BaseException) -> None:
+        kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        self._stats.router_errors.labels(kind).inc()
+        log.debug("router call failed for %s: %r", ptx.tx_id, exc)
+        if ptx.final_sent:
+            return
+        code = self._cfg.router_failure_code
+        headers: list[tuple[str, str]] = []
+        retry = getattr(exc, "retry_after", None) or self._cfg.router_retry_after
+        if code == 503 and retry:
+            headers.append(("Retry-After", str(int(retry))))
+        self._final_local(ptx, code, None, headers)
+
+    def _remember(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> None:
+        if decision.context:
+            ptx.context = decision.context
+        if decision.HasField("acc"):
+            ptx.acc = decision.acc
+        ptx.flags |= decision.flags
+        if decision.authenticated_user:
+            ptx.authenticated_user = decision.authenticated_user
+
+    def _edited_request(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> Request:
+        base = ptx.base if ptx.base is not None else ptx.request
+        copy = parse_message(bytes(base))
+        assert isinstance(copy, Request)
+        fw.apply_edits(copy, decision.edits)
+        if decision.ruri:
+            copy.uri = decision.ruri
+        if decision.replace_body:
+            copy.body = decision.body
+            if decision.content_type:
+                copy.set("Content-Type", decision.content_type)
+        return copy
+
+    def _execute(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> None:
+        self._remember(ptx, decision)
+        action = decision.WhichOneof("action")
+        if action == "reply":
+            self._reply(ptx, decision.reply)
+        elif action == "relay":
+            ptx.base = self._edited_request(ptx, decision)
+            self._relay(ptx, decision.relay)
+        else:
+            # drop (or proceed, which for request_route is the end of the script:
+            # Kamailio drops what the script did not handle).
+            self._stats.dropped("router")
+            self._forget(ptx)
+
+    def _reply(self, ptx: ProxyTransaction, reply: router_pb2.Reply) -> None:
+        if reply.raw:
+            try:
+                parsed = parse_message(reply.raw)
+            except ParseError as exc:
+                log.warning("router sent an unparseable raw reply: %s", exc)
+                self._final_local(ptx, 500, None)
+                return
+            if isinstance(parsed, Response):
+                self._send_final(ptx, parsed)
+                return
+        headers = [(h.name, h.value) for h in reply.headers]
+        self._final_local(ptx, reply.code or 500, reply.reason or None, headers, reply.body)
+
+    # -- relay -----------------------------------------------------------------------
+
+    def _relay(self, ptx: ProxyTransaction, relay: router_pb2.Relay) -> None:
+        if relay.fr_timer_ms:
+            ptx.fr_timer = relay.fr_timer_ms / 1000
+        if relay.fr_inv_timer_ms:
+            ptx.fr_inv_timer = relay.fr_inv_timer_ms / 1000
+        if relay.handlers.ListFields():
+            ptx.handlers = relay.handlers
+        ptx.record_route = relay.record_route
+        ptx.record_route_params = relay.record_route_params
+        targets: list[router_pb2.Target | None] = list(relay.targets) or [None]
+        if relay.mode == router_pb2.Relay.FORK_MODE_SERIAL and relay.targets:
+            ordered = sorted(relay.targets, key=lambda t: t.group)
+            groups = [list(g) for _, g in groupby(ordered, key=lambda t: t.group)]
+            first: list[router_pb2.Target | None] = list(groups[0])
+            ptx.pending_groups = groups[1:]
+            self._start_group(ptx, first)
+        else:
+            self._start_group(ptx, targets)
+
+    def _start_group(self, ptx: ProxyTransaction, targets: list[router_pb2.Target | None]) -> None:
+        # Higher q first (RFC 3261 §16.6); no q counts as 1.0 (§20.10).
+        ranked = sorted(targets, key=lambda t: -(t.q if t is not None and t.HasField("q") else 1.0))
+        for target in ranked:
+            self._add_branch(ptx, target)
+        self._check_done(ptx)
+
+    def _add_branch(self, ptx: ProxyTransaction, target: router_pb2.Target | None) -> None:
+        assert ptx.base is not None
+        request = parse_message(bytes(ptx.base))
+        assert isinstance(request, Request)
+        index = len(ptx.branches)
+        if target is not None:
+            if target.uri:
+                request.uri = target.uri
+            fw.apply_edits(request, target.edits)
+            fw.push_routes(request, target.path)
+        fw.strip_own_routes(request, self._sl.is_myself)
+        alias = pop_ruri_alias(request)
+        hop = fw.next_hop(request, target, self._cfg.edge_id)
+        explicit = target is not None and (
+            target.flow_id or target.dst_uri or target.destination.host
+        )
+        if alias is not None and not explicit and request.get("Route") is None:
+            # handle_ruri_alias: the alias names the NATed peer's real address.
+            hop = fw.Hop(alias[0].lower(), alias[1], alias[2])
+        if hop is None:
+            ptx.branches.append(
+                Branch(
+                    index, target, request, fw.Hop("udp", "", 0), Address("UDP", "", 0), status=478
+                )
+            )
+            return
+        try:
+            fw.decrement_max_forwards(request, self._cfg.max_forwards)
+        except ParseError:
+            request.set("Max-Forwards", str(self._cfg.max_forwards))
+        family = "6" if ":" in hop.host else "4"
+        out_host, out_port = self._local(hop.transport, family)
+        if ptx.record_route:
+            in_transport = ptx.source.transport.lower()
+            in_family = "6" if ":" in ptx.source.host else "4"
+            in_host, in_port = self._local(in_transport, in_family)
+            fw.add_record_route(
+                request,
+                (in_transport, in_host, in_port),
+                (hop.transport, out_host, out_port),
+                ptx.record_route_params,
+            )
+        fw.add_via(request, hop.transport, out_host, out_port, fw.new_branch())
+        flow: str | None = hop.flow_id
+        if hop.edge_id is not None:
+            flow = f"{HANDOVER}{hop.edge_id}|{hop.flow_id}"
+        dest = Address(hop.transport.upper(), hop.host, hop.port, flow)
+        branch = Branch(index, target, request, hop, dest)
+        ptx.branches.append(branch)
+        try:
+            branch.tx_id = self._layer.send_request(request, dest, self._loop.time())
+        except TransactionError as exc:
+            log.debug("branch not sent: %s", exc)
+            branch.status = 500
+            return
+        self._clients[branch.tx_id] = (ptx, branch)
+        self._stats.fwd_requests.inc()
+        branch.timer = self._loop.call_later(ptx.fr_timer, self._branch_timeout, ptx, branch)
+
+    # -- responses on branches ---------------------------------------------------------
+
+    def _branch_response(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
+        self._stats.reply_received(response.status)
+        if ptx.handlers.reply and response.status > 100:
+            self._spawn(self._reply_route(ptx, branch, response))
+        else:
+            self._handle_response(ptx, branch, response)
+
+    async def _reply_route(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
+        async with ptx.reply_lock:
+            req = router_pb2.RouteRequest(
+                kind=_KIND.ROUTE_KIND_REPLY,
+                message=common_pb2.SipMessage(raw=bytes(ptx.request), source=ptx.source_pb),
+                transaction_id=ptx.tx_id,
+                context=ptx.context,
+                handler=ptx.handlers.reply,
+                branch_index=branch.index,
+                reply=bytes(response),
+                reply_status=response.status,
+            )
+            if branch.target is not None:
+                req.branch.CopyFrom(branch.target)
+            try:
+                decision = await self._call_router(req)
+            except Exception as exc:
+                self._stats.router_errors.labels("reply").inc()
+                log.debug("reply_route failed: %r", exc)
+                decision = router_pb2.Decision(proceed=router_pb2.Proceed())
+            self._remember(ptx, decision)
+            if decision.WhichOneof("action") == "drop" and response.status < 200:
+                return  # a provisional the script chose not to relay
+            for edit in decision.edits:
+                if edit.op == common_pb2.HeaderEdit.OP_REMOVE:
+                    response.remove(edit.name)
+                elif edit.op in (common_pb2.HeaderEdit.OP_APPEND, common_pb2.HeaderEdit.OP_REPLACE):
+                    if edit.op == common_pb2.HeaderEdit.OP_REPLACE:
+                        response.remove(edit.name)
+                    response.add(edit.name, edit.value)
+            self._handle_response(ptx, branch, response)
+            self._driver.pump()
+
+    def _handle_response(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            if branch.done:
+                return
+            branch.provisional = True
+            if ptx.invite:
+                # Timer C (fr_inv_timer) runs from the provisional on, restarted by
+                # each one (RFC 3261 §16.7 step 2; tm's restart_fr_on_each_reply).
+                branch.stop_timer()
+                branch.timer = self._loop.call_later(
+                    ptx.fr_inv_timer, self._branch_timeout, ptx, branch
+                )
+            if branch.cancel_wanted:
+                self._cancel_branch(branch)
+                return
+            if status == 100 or ptx.final_sent or ptx.cancelled:
+                return
+            if not ptx.provisional_at:
+                ptx.provisional_at = self._loop.time()
+            self._send_upstream(ptx, strip_own_via(response))
+            return
+        branch.stop_timer()
+        first_final = not branch.done
+        if first_final:
+            branch.status = status
+            branch.response = response
+        if 200 <= status < 300:
+            # §16.7 step 5: every 2xx is forwarded at once, even after another 2xx.
+            if ptx.invite or not ptx.final_sent:
+                if not ptx.final_sent:
+                    ptx.winner = branch
+                self._send_final(ptx, strip_own_via(response))
+            self._cancel_others(ptx, branch)
+            return
+        if not first_final:
+            return
+        if status >= 600:
+            self._cancel_others(ptx, branch)
+        self._check_done(ptx)
+
+    def _branch_failed(self, ptx: ProxyTransaction, branch: Branch, status: int) -> None:
+        if branch.done:
+            return
+        branch.stop_timer()
+        branch.status = status
+        self._check_done(ptx)
+
+    def _branch_timeout(self, ptx: ProxyTransaction, branch: Branch) -> None:
+        branch.timer = None
+        if branch.done:
+            return
+        # §16.8: timer C fired; a branch that answered provisionally is CANCELled.
+        branch.status = 408
+        if ptx.invite and branch.provisional:
+            self._cancel_branch(branch)
+        self._check_done(ptx)
+        self._driver.pump()
+
+    def _check_done(self, ptx: ProxyTransaction) -> None:
+        if ptx.final_sent or ptx.routing or ptx.active():
+            return
+        if ptx.pending_groups and not ptx.cancelled:
+            best = max((b.status for b in ptx.branches), default=0)
+            if best < 600:
+                group: list[router_pb2.Target | None] = list(ptx.pending_groups.pop(0))
+                self._start_group(ptx, group)
+                return
+        if ptx.handlers.failure and not ptx.cancelled and ptx.failure_calls < _MAX_FAILURE_ROUTES:
+            ptx.failure_calls += 1
+            ptx.routing = True
+            self._spawn(self._failure_route(ptx))
+            return
+        self._send_best(ptx)
+
+    def _send_best(self, ptx: ProxyTransaction) -> None:
+        status, branch = best_response(ptx)
+        if branch is not None and branch.response is not None:
+            out = strip_own_via(branch.response)
+            aggregate_challenges(out, ptx.branches)
+            ptx.winner = branch
+            self._send_final(ptx, out)
+        else:
+            self._final_local(ptx, status, None)
+
+    async def _failure_route(self, ptx: ProxyTransaction) -> None:
+        status, branch = best_response(ptx)
+        any_response = any(b.response is not None for b in ptx.branches)
+        req = router_pb2.RouteRequest(
+            kind=_KIND.ROUTE_KIND_FAILURE,
+            message=common_pb2.SipMessage(raw=bytes(ptx.request), source=ptx.source_pb),
+            transaction_id=ptx.tx_id,
+            context=ptx.context,
+            handler=ptx.handlers.failure,
+            reply_status=status,
+            failure_reason=(
+                router_pb2.FAILURE_REASON_RESPONSE if any_response
+                else router_pb2.FAILURE_REASON_TIMEOUT
+            ),
+            branch_statuses=[b.status for b in ptx.branches],
+        )  # fmt: skip
+        if branch is not None and branch.response is not None:
+            req.reply = bytes(branch.response)
+        try:
+            decision = await self._call_router(req)
+        except Exception as exc:
+            self._stats.router_errors.labels("failure").inc()
+            log.debug("failure_route failed: %r", exc)
+            decision = router_pb2.Decision(proceed=router_pb2.Proceed())
+        ptx.routing = False
+        if ptx.final_sent:
+            return
+        self._remember(ptx, decision)
+        action = decision.WhichOneof("action")
+        if action == "relay" and not ptx.cancelled:
+            ptx.base = self._edited_request(ptx, decision)
+            ptx.handlers = router_pb2.Handlers()
+            self._relay(ptx, decision.relay)
+        elif action == "reply":
+            self._reply(ptx, decision.reply)
+        else:
+            self._send_best(ptx)
+        self._driver.pump()
+
+    # -- CANCEL ------------------------------------------------------------------------
+
+    def _caller_cancel(self, event: CancelReceived) -> None:
+        ptx = self.transactions.get(event.invite_tx_id) if event.invite_tx_id else None
+        status = 200 if ptx is not None else 481
+        try:
+            self._layer.send_response(
+                event.cancel_tx_id, make_response(event.request, status), self._loop.time()
+            )
+        except TransactionError:
+            pass
+        if ptx is None:
+            return
+        ptx.cancelled = True
+        for branch in ptx.branches:
+            self._cancel_branch(branch)
+        if not ptx.final_sent:
+            # §9.2 / §16.10: the INVITE ends with 487 Request Terminated.
+            self._final_local(ptx, 487, None)
+
+    def _cancel_others(self, ptx: ProxyTransaction, winner: Branch) -> None:
+        for branch in ptx.branches:
+            if branch is not winner:
+                self._cancel_branch(branch)
+
+    def _cancel_branch(self, branch: Branch) -> None:
+        if branch.cancelled or branch.response is not None or branch.tx_id is None:
+            return
+        if branch.request.method != "INVITE":
+            return  # §9.1: only INVITE is worth cancelling; others end by themselves
+        if not branch.provisional:
+            # §9.1: no CANCEL before a provisional arrived; sent when one does.
+            branch.cancel_wanted = True
+            return
+        branch.cancelled = True
+        cancel = make_cancel(branch.request)
+        try:
+            self._layer.send_request(cancel, branch.dest, self._loop.time())
+        except TransactionError as exc:
+            log.debug("CANCEL not sent: %s", exc)
+
+    # -- ACK for 2xx and stateless relay -------------------------------------------------
+
+    async def _route_ack(self, request: Request, source: common_pb2.Source) -> None:
+        req = router_pb2.RouteRequest(
+            kind=_KIND.ROUTE_KIND_REQUEST,
+            message=common_pb2.SipMessage(raw=bytes(request), source=source),
+        )
+        try:
+            decision = await self._call_router(req)
+        except Exception as exc:
+            self._stats.router_errors.labels("ack").inc()
+            log.debug("router call for ACK failed: %r", exc)
+            return  # an ACK is never answered (RFC 3261 §17.2.3)
+        if decision.WhichOneof("action") != "relay":
+            return
+        copy = self._edited_request(ProxyTransaction("", request, Address("UDP", "", 0),
+                                                     source, 0.0), decision)  # fmt: skip
+        target = decision.relay.targets[0] if decision.relay.targets else None
+        self._sl.forward_request(copy, target)
+
+    # -- sending upstream ----------------------------------------------------------------
+
+    def _send_upstream(self, ptx: ProxyTransaction, response: Response) -> bool:
+        try:
+            self._layer.send_response(ptx.tx_id, response, self._loop.time())
+        except TransactionError as exc:
+            log.debug("response not sent on %s: %s", ptx.tx_id, exc)
+            return False
+        if response.status >= 200:
+            self._stats.fwd_replies.inc()
+        return True
+
+    def _final_local(
+        self,
+        ptx: ProxyTransaction,
+        status: int,
+        reason: str | None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        self._stats.replied(status)
+        self._send_final(ptx, local_reply(ptx, status, reason, headers or [], body))
+
+    def _send_final(self, ptx: ProxyTransaction, response: Response) -> None:
+        already = ptx.final_sent
+        if not self._send_upstream(ptx, response) or already:
+            return
+        ptx.final_sent = response.status
+        ptx.finished_at = self._loop.time()
+        ptx.stop_timers() if response.status >= 300 else None
+        self._stats.transaction_finished(response.status)
+        self._stats.active_transactions.dec()
+        try:
+            self._publish(transaction_event(ptx, response, self._cfg.edge_id))
+        except Exception:  # events are fire and forget; never break a call for them
+            log.debug("transaction event not published", exc_info=True)
+        if self._on_final is not None:
+            self._on_final(ptx, response)
+
+    # -- cleanup -----------------------------------------------------------------------
+
+    def _forget(self, ptx: ProxyTransaction) -> None:
+        if self.transactions.pop(ptx.tx_id, None) is not None and not ptx.final_sent:
+            self._stats.active_transactions.dec()
+        ptx.stop_timers()
+
+    def _terminated(self, tx_id: str) -> None:
+        entry = self._clients.pop(tx_id, None)
+        if entry is not None:
+            return
+        ptx = self.transactions.get(tx_id)
+        if ptx is not None:
+            ptx.stop_timers()
+            for branch in ptx.branches:
+                if branch.tx_id is not None and self._layer.state(branch.tx_id) is None:
+                    self._clients.pop(branch.tx_id, None)
+            self._forget(ptx)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for ptx in self.transactions.values():
+            ptx.stop_timers()

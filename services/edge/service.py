@@ -1,0 +1,474 @@
+"""EdgeService: the edge's hot path from datagram to transaction layer, and its lifecycle.
+
+Per message, in Kamailio's order: banned source dropped before parsing; non-SIP
+dropped; parse (ParseError answered when possible); anti-flood count; RFC 3581
+received/rport; REQINIT checks; NAT detection and Contact alias; then the
+transaction layer, whose events drive the proxy core. The service also implements
+the EdgeClient contract (``send``/``info``) so another edge or service can hand it a
+request for a flow it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+
+from sipmesh.clients.interfaces import EdgeClient, RouterClient
+from sipmesh.edge.transport.base import Flow, ListenerInfo, MessageSink
+from sipmesh.gen.sipmesh.v1 import common_pb2, edge_pb2, events_pb2
+from sipmesh.runtime.config import SipmeshConfig
+from sipmesh.sip import ParseError, Request, Response, parse_message
+from sipmesh.sip.stateless import apply_received, make_response
+from sipmesh.sip.transaction import Address, Event, TimerConfig, TransactionLayer, response_address
+from sipmesh.state.bus import EventBus
+from sipmesh.state.kv import KVStore
+
+from . import forward as fw
+from .antiflood import AntiFlood, FloodConfig
+from .branches import ProxyTransaction
+from .nat import KeepAliveTable, NatTest, add_contact_alias, keepalive_options, nat_uac_test
+from .outbound import Outbound
+from .proxycore import CoreSettings, ProxyCore
+from .reqinit import Answer, ReqInit, looks_like_sip
+from .stateless import StatelessForwarder
+from .stats import EdgeStats
+from .txdriver import HANDOVER, Sender, TxDriver
+
+__all__ = ["EdgeService", "Transports"]
+
+log = logging.getLogger("sipmesh.edge")
+
+
+class Transports(Sender, Protocol):
+    """The TransportManager as the edge service uses it."""
+
+    async def start(self) -> None: ...
+    async def stop(self, grace: float) -> None: ...
+    def listeners(self) -> list[ListenerInfo]: ...
+    def sip_address(self, transport: str, family: int) -> tuple[str, int]: ...
+
+
+class EdgeService(MessageSink):
+    def __init__(
+        self,
+        config: SipmeshConfig,
+        *,
+        router: RouterClient | Callable[[], RouterClient],
+        kv: KVStore,
+        transports: Callable[[MessageSink], Transports],
+        metrics: CollectorRegistry,
+        bus: EventBus | None = None,
+        peers: Callable[[str], EdgeClient | None] | None = None,
+        timers: TimerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.edge_id = config.instance_id
+        self._router_source = router
+        self._kv = kv
+        self._bus = bus
+        self._peers = peers
+        self._clock = clock
+        self.stats = EdgeStats(metrics)
+        self.transports = transports(self)
+        self._timers = timers or TimerConfig()
+        ecfg = config.edge
+        self.antiflood: AntiFlood | None = None
+        if ecfg.antiflood:
+            self.antiflood = AntiFlood(
+                kv,
+                FloodConfig(
+                    ecfg.pike_window,
+                    ecfg.pike_limit,
+                    ecfg.ban_time,
+                    ecfg.ban_sync_interval,
+                    tuple(ecfg.trusted_sources),
+                ),
+                clock=clock,
+                on_ban=self._banned,
+            )
+        self.reqinit = ReqInit(
+            is_myself=self.is_myself,
+            scanners=ecfg.scanner_user_agents,
+            proxy_require_supported=ecfg.proxy_require_supported,
+        )
+        self.keepalives = KeepAliveTable(ecfg.nat_keepalive_interval)
+        self._hosts: set[str] = set()
+        self._ports: set[int] = set()
+        self._source: common_pb2.Source | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ka_task: asyncio.Task[None] | None = None
+        self._running = False
+        self.started_at = 0.0
+        self.driver: TxDriver | None = None
+        self.core: ProxyCore | None = None
+        self.outbound: Outbound | None = None
+        self._sl: StatelessForwarder | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        router = self._router_source
+        if not isinstance(router, RouterClient):
+            router = router()
+        await self.transports.start()
+        self._learn_addresses()
+        ecfg = self.config.edge
+        layer = TransactionLayer(self._timers)
+        self.driver = TxDriver(
+            layer, self.transports, self._on_event, loop=loop, handover=self._handover
+        )
+        self._sl = StatelessForwarder(
+            edge_id=self.edge_id,
+            transmit=self.driver.transmit,
+            local_address=self.local_address,
+            is_myself=self.is_myself,
+            stats=self.stats,
+            max_forwards=ecfg.max_forwards,
+        )
+        self.core = ProxyCore(
+            driver=self.driver,
+            router=router,
+            settings=CoreSettings(
+                edge_id=self.edge_id,
+                router_timeout=ecfg.router_timeout,
+                router_failure_code=ecfg.router_failure_code,
+                router_retry_after=ecfg.router_retry_after,
+                fr_timer=ecfg.fr_timer,
+                fr_inv_timer=ecfg.fr_inv_timer,
+                max_forwards=ecfg.max_forwards,
+            ),
+            stats=self.stats,
+            stateless=self._sl,
+            local_address=self.local_address,
+            publish=self._publish,
+            on_final=self._on_final,
+        )
+        self.outbound = Outbound(self.driver, self._sl, self.local_address, self.edge_id)
+        if self.antiflood is not None:
+            self.antiflood.start()
+        if ecfg.nat_keepalive != "none":
+            self._ka_task = loop.create_task(self._keepalive_loop())
+        self.started_at = self._clock()
+        self._running = True
+
+    async def stop(self, grace: float) -> None:
+        self._running = False
+        if self._ka_task is not None:
+            self._ka_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ka_task
+        if self.antiflood is not None:
+            await self.antiflood.stop()
+        if self.core is not None:
+            await self.core.close()
+        if self.driver is not None:
+            self.driver.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.transports.stop(grace)
+
+    def ready(self) -> bool:
+        return self._running
+
+    def _learn_addresses(self) -> None:
+        hosts = {d.lower() for d in self.config.domains}
+        for info in self.transports.listeners():
+            hosts.add(info.advertised[0].lower())
+            self._ports.add(info.advertised[1])
+            self._ports.add(info.port)
+            if info.host in ("0.0.0.0", "::"):
+                hosts.update({"127.0.0.1", "::1", "localhost"})
+            else:
+                hosts.add(info.host.lower())
+        self._hosts = hosts
+
+    def is_myself(self, host: str, port: int | None) -> bool:
+        """Kamailio's ``myself``: one of our addresses or domains, on one of our ports."""
+        return host.strip("[]").lower() in self._hosts and (port is None or port in self._ports)
+
+    def local_address(self, transport: str, family: str) -> tuple[str, int]:
+        fam = socket.AF_INET6 if family == "6" else socket.AF_INET
+        try:
+            return self.transports.sip_address(transport, fam)
+        except Exception:
+            # No listener of that transport: Via names the first one we have.
+            info = self.transports.listeners()[0]
+            return info.advertised
+
+    # -- MessageSink ---------------------------------------------------------------------
+
+    def on_message(self, data: bytes, flow: Flow, received_at: float) -> None:
+        driver = self.driver
+        if driver is None:
+            return
+        ip, port = flow.remote
+        flood = self.antiflood
+        if flood is not None and flood.is_banned(ip):
+            # ipban: dropped before any parsing (kamailio.cfg REQINIT's first check).
+            self.stats.banned_drops.inc()
+            return
+        if not looks_like_sip(data):
+            self.stats.dropped("not-sip")
+            return
+        source = Address(flow.transport.upper(), ip, port, flow.flow_id)
+        try:
+            message = parse_message(data, max_size=self.config.edge.max_message_size)
+        except ParseError as exc:
+            self._malformed(exc, source)
+            return
+        if isinstance(message, Response):
+            self._on_response(message, ip, port, flow, source)
+            return
+        self.stats.request_received(message.method)
+        if flood is not None and not flood.allow(ip):
+            self.stats.dropped("flood")
+            return
+        try:
+            apply_received(message, ip, port)
+            verdict = self.reqinit.check(message)
+        except ParseError as exc:
+            self._malformed(exc, source)
+            return
+        if verdict is not None:
+            if isinstance(verdict, Answer):
+                self._answer(message, source, verdict.status, verdict.reason, verdict.headers)
+            else:
+                self.stats.dropped(verdict.reason)
+            return
+        tests = nat_uac_test(message, ip, port)
+        if (
+            tests
+            and self.config.edge.nat_alias
+            and message.method != "REGISTER"
+            and "contact" in message
+        ):
+            add_contact_alias(message, ip, port, flow.transport)
+        self._source = self._source_pb(flow, received_at, tests)
+        try:
+            driver.receive(message, source)
+        finally:
+            self._source = None
+
+    def on_flow_closed(self, flow: Flow) -> None:
+        self.keepalives.forget_flow(flow.flow_id)
+        if self.driver is not None:
+            addr = Address(flow.transport.upper(), flow.remote[0], flow.remote[1], flow.flow_id)
+            if self.driver.layer.report_unreachable(addr, self.driver.now()):
+                self.driver.pump()
+
+    def _on_response(
+        self, message: Response, ip: str, port: int, flow: Flow, source: Address
+    ) -> None:
+        assert self.driver is not None
+        if self.config.edge.nat_alias and nat_uac_test(message, ip, port, NatTest.CONTACT_PRIVATE):
+            # NATMANAGE for replies: the callee's Contact becomes routable.
+            add_contact_alias(message, ip, port, flow.transport)
+        self.driver.receive(message, source)
+
+    def _source_pb(self, flow: Flow, received_at: float, tests: int) -> common_pb2.Source:
+        transport = fw.transport_enum(flow.transport)
+        return common_pb2.Source(
+            remote=common_pb2.Address(
+                transport=transport, host=flow.remote[0], port=flow.remote[1]
+            ),
+            local=common_pb2.Address(transport=transport, host=flow.local[0], port=flow.local[1]),
+            socket=flow.listener,
+            edge_id=self.edge_id,
+            flow_id=flow.flow_id,
+            nat_detected=bool(tests),
+            nat_tests=tests,
+            received_at=received_at,
+            tls_peer_subject=flow.tls_peer_subject,
+            ws_origin=flow.ws_origin,
+        )
+
+    def _malformed(self, exc: ParseError, source: Address) -> None:
+        self.stats.err_requests.inc()
+        partial = exc.partial
+        if partial is None or partial.method == "ACK":
+            self.stats.dropped("malformed")
+            return
+        verdict = ReqInit.parse_failure(exc)
+        if isinstance(verdict, Answer):
+            self._answer(partial, source, verdict.status, verdict.reason, verdict.headers)
+
+    def _answer(
+        self,
+        request: Request,
+        source: Address,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """sl_send_reply: a stateless answer, back where the request came from."""
+        assert self.driver is not None
+        try:
+            reply = make_response(request, status, reason, headers=headers)
+            dest = response_address(request, source)
+        except (ParseError, ValueError):
+            self.stats.dropped("unanswerable")
+            return
+        self.stats.replied(status)
+        self.driver.transmit(bytes(reply), dest)
+
+    def _on_event(self, event: Event) -> None:
+        assert self.core is not None
+        assert self.outbound is not None
+        if self.outbound.on_event(event):
+            return
+        self.core.on_event(event, self._source)
+
+    # -- events, bans, keep-alives ---------------------------------------------------------
+
+    def _fire(self, subject: str, envelope: events_pb2.Envelope) -> None:
+        bus = self._bus
+        if bus is None:
+            return
+        envelope.time = self._clock()
+        envelope.instance = self.edge_id
+        envelope.service = "edge"
+        data = envelope.SerializeToString()
+
+        async def publish() -> None:
+            try:
+                await bus.publish(subject, data)
+            except Exception as exc:  # fire and forget (DESIGN.md, Performance)
+                log.debug("event %s not published: %s", subject, exc)
+
+        task = asyncio.get_running_loop().create_task(publish())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _publish(self, event: events_pb2.TransactionEvent) -> None:
+        env = events_pb2.Envelope(id=f"{self.edge_id}:{event.transaction_id}", transaction=event)
+        self._fire(f"sipmesh.transaction.{event.method}", env)
+
+    def _banned(self, ip: str, until: float) -> None:
+        self.stats.bans.inc()
+        log.info("anti-flood: banned %s", ip)
+        ban = events_pb2.BanEvent(
+            kind=events_pb2.BanEvent.KIND_ADDED, ip=ip, expires_at=until, reason="flood"
+        )
+        self._fire("sipmesh.ban.added", events_pb2.Envelope(id=f"ban:{ip}:{until}", ban=ban))
+
+    def _on_final(self, ptx: ProxyTransaction, response: Response) -> None:
+        # fix_nated_register's other half: this edge received the REGISTER, so it owns
+        # the NAT binding and is the one instance that keeps it open.
+        src = ptx.source_pb
+        if ptx.request.method != "REGISTER" or not src.nat_detected or response.status >= 300:
+            return
+        default = response.expires or 3600
+        now = self._clock()
+        for contact in response.contacts:
+            if contact.is_star:
+                continue
+            expires = contact.expires if contact.expires is not None else default
+            self.keepalives.register(
+                str(contact.uri),
+                ptx.source.transport,
+                ptx.source.host,
+                ptx.source.port,
+                ptx.source.flow,
+                expires,
+                now,
+            )
+            break  # one keep-alive per NAT binding (keyed by the source address)
+
+    async def _keepalive_loop(self) -> None:
+        interval = self.config.edge.nat_keepalive_interval
+        while True:
+            await asyncio.sleep(min(1.0, interval))
+            for target in self.keepalives.due(self._clock()):
+                self.send_keepalive(target.uri, target.transport, target.host, target.port,
+                                    target.flow_id)  # fmt: skip
+
+    def send_keepalive(
+        self, uri: str, transport: str, host: str, port: int, flow_id: str | None
+    ) -> None:
+        assert self.driver is not None
+        dest = Address(transport.upper(), host, port, flow_id)
+        if self.config.edge.nat_keepalive == "crlf":
+            data = b"\r\n\r\n"  # RFC 5626 §3.5.1 double-CRLF ping
+        else:
+            family = "6" if ":" in host else "4"
+            via_host, via_port = self.local_address(transport.lower(), family)
+            data = keepalive_options(uri, via_host, via_port, transport)
+        self.stats.keepalives.inc()
+        self.driver.transmit(data, dest)
+
+    # -- handover to the edge owning a flow (Edge.Send) --------------------------------------
+
+    def _handover(self, data: bytes, dest: Address) -> bool:
+        assert dest.flow is not None
+        edge_id, _, flow_id = dest.flow[len(HANDOVER) :].partition("|")
+        peer = self._peers(edge_id) if self._peers is not None else None
+        if peer is None:
+            return False
+        request = common_pb2.OutboundRequest(
+            kind=common_pb2.OutboundRequest.KIND_REQUEST,
+            raw=data,
+            edge_id=edge_id,
+            flow_id=flow_id,
+            stateless=True,
+        )
+
+        async def send() -> None:
+            try:
+                result = await peer.send(request, timeout=self.config.edge.router_timeout)
+                ok = result.outcome == edge_pb2.SendResult.OUTCOME_SENT
+            except Exception:
+                ok = False
+            driver = self.driver
+            if (
+                not ok
+                and driver is not None
+                and driver.layer.report_unreachable(dest, driver.now())
+            ):
+                driver.pump()
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def send(
+        self,
+        request: common_pb2.OutboundRequest,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> edge_pb2.SendResult:
+        """EdgeClient.send: send a request (or keep-alive) through a flow we own."""
+        assert self.outbound is not None
+        return await self.outbound.send(request, timeout=timeout)
+
+    async def info(
+        self,
+        request: edge_pb2.EdgeInfoRequest,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> edge_pb2.EdgeInfo:
+        listeners = [
+            edge_pb2.EdgeInfo.Listener(
+                transport=fw.transport_enum(i.transport),
+                host=i.host,
+                port=i.port,
+                advertised=f"{fw.format_host(i.advertised[0])}:{i.advertised[1]}",
+            )
+            for i in self.transports.listeners()
+        ]
+        active = len(self.core.transactions) if self.core is not None else 0
+        return edge_pb2.EdgeInfo(
+            edge_id=self.edge_id,
+            listeners=listeners,
+            active_transactions=active,
+            started_at=self.started_at,
+        )
