@@ -1,8 +1,39 @@
-"""The router: routing script and its feature switches."""
+"""The router: routing script, the WITH_* feature switches of kamailio.cfg, cfg values.
+
+Every ``#!define WITH_…`` switch of Kamailio's default kamailio.cfg is a flag under
+``router.features``. Defaults are secure (issue 6): digest authentication, the
+"403 Not relaying" check and anti-flood are on; an operator switches features off to
+open things up. Some switches act in other services (``tls`` and ``antiflood`` in the
+edge, ``usrlocdb`` in the registrar, ``jsonrpc`` in the admin API); they live here so
+that one place mirrors kamailio.cfg, and the router reports them to its script.
+"""
 
 from pydantic import Field
 
 from sipmesh.runtime.sections.base import Section
+
+
+class RouterFeatures(Section):
+    auth: bool = Field(True, description="WITH_AUTH: digest authentication of local callers")
+    ipauth: bool = Field(False, description="WITH_IPAUTH: trust sources in the address table")
+    usrlocdb: bool = Field(False, description="WITH_USRLOCDB: persist the location table")
+    presence: bool = Field(False, description="WITH_PRESENCE: PUBLISH/SUBSCRIBE to presence")
+    nat: bool = Field(False, description="WITH_NAT: NAT flags and media relay (NATMANAGE)")
+    pstn: bool = Field(False, description="WITH_PSTN: numbers matching pstn_pattern to the gateway")
+    aliasdb: bool = Field(False, description="WITH_ALIASDB: aliases from the dbaliases table")
+    speeddial: bool = Field(False, description="WITH_SPEEDDIAL: short numbers from speed_dial")
+    multidomain: bool = Field(False, description="WITH_MULTIDOMAIN: local domains from domain")
+    tls: bool = Field(False, description="WITH_TLS: TLS listeners (acted on by the edge)")
+    antiflood: bool = Field(True, description="WITH_ANTIFLOOD: pike + ipban (edge)")
+    block3xx: bool = Field(False, description="WITH_BLOCK3XX: a 3xx from downstream becomes 404")
+    block401407: bool = Field(
+        False, description="WITH_BLOCK401407: a 401/407 from downstream becomes 404"
+    )
+    voicemail: bool = Field(
+        False, description="WITH_VOICEMAIL: busy/no answer/offline to voicemail"
+    )
+    accdb: bool = Field(True, description="WITH_ACCDB: mark transactions for accounting records")
+    jsonrpc: bool = Field(False, description="WITH_JSONRPC: JSON-RPC over HTTP (admin API)")
 
 
 class RouterConfig(Section):
@@ -10,3 +41,28 @@ class RouterConfig(Section):
         "", description="routing script: a module name or a .py path; empty: the default script"
     )
     script_timeout: float = Field(1.0, gt=0, description="time budget of one routing decision")
+    features: RouterFeatures = Field(default_factory=RouterFeatures)
+    aliases: list[str] = Field(
+        [], description="more names/addresses that are 'myself' (Kamailio's alias=)"
+    )
+    ipauth_group: int = Field(1, ge=0, description="address table group of allow_source_address")
+    pstn_pattern: str = Field(
+        r"^(\+|00)[1-9][0-9]{3,20}$", description="R-URI users routed to the PSTN gateway"
+    )
+    speeddial_pattern: str = Field(
+        r"^[0-9][0-9]$", description="R-URI users looked up in speed_dial (2-digit extensions)"
+    )
+    pstn_gw_ip: str = Field("", description="initial runtime value pstn.gw_ip (cfg)")
+    pstn_gw_port: str = Field("", description="initial runtime value pstn.gw_port (cfg)")
+    voicemail_srv_ip: str = Field("", description="initial runtime value voicemail.srv_ip (cfg)")
+    voicemail_srv_port: str = Field(
+        "5060", description="initial runtime value voicemail.srv_port (cfg)"
+    )
+    cfg_refresh: float = Field(
+        5.0, gt=0, description="seconds between re-reads of runtime cfg values from the KV store"
+    )
+    version_retention: float = Field(
+        600.0,
+        gt=0,
+        description="seconds a replaced script version still serves its in-flight transactions",
+    )

@@ -1,0 +1,46 @@
+"""What a routing script's ``ctx`` may reach: the router's dependencies, read-only.
+
+One ``RouterEnv`` is shared by every call; the tables, "myself" and feature
+switches it holds are replaced as a whole on reload, never mutated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sipmesh.clients.interfaces import PresenceClient, RegistrarClient
+from sipmesh.gen.sipmesh.v1 import common_pb2
+from sipmesh.router.cfgstore import CfgStore
+from sipmesh.router.resolve import Resolver, SimpleResolver
+from sipmesh.router.tables import RoutingTables
+from sipmesh.router.targets import Myself
+from sipmesh.runtime.sections.router import RouterConfig, RouterFeatures
+
+# Sends a request an edge must send (NOTIFY from presence); fire and forget.
+OutboundSender = Callable[[common_pb2.OutboundRequest], Awaitable[None]]
+
+
+@dataclass
+class RouterEnv:
+    settings: RouterConfig
+    cfg: CfgStore
+    # The effective "myself" (config names, listeners, domain table with
+    # WITH_MULTIDOMAIN), recomputed by the service whenever the tables change.
+    myself: Myself
+    tables: RoutingTables = field(default_factory=RoutingTables)
+    registrar: RegistrarClient | None = None
+    presence: PresenceClient | None = None
+    resolver: Resolver = field(default_factory=SimpleResolver)
+    outbound: OutboundSender | None = None
+    # Timeout of one call to another service from the script (registrar, presence).
+    call_timeout: float = 1.0
+    # Fire-and-forget tasks (NOTIFYs handed to edges), kept referenced until done.
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("sipmesh.router.script"))
+
+    @property
+    def features(self) -> RouterFeatures:
+        return self.settings.features

@@ -1,0 +1,66 @@
+"""Fixtures for the router tests: a router over the memory KV store and SQLite tables."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sipmesh.router.cfgstore import CfgStore, router_cfg_vars
+from sipmesh.router.env import RouterEnv
+from sipmesh.router.service import RouterService
+from sipmesh.router.tables import RoutingTables, load_tables
+from sipmesh.router.targets import Myself
+from sipmesh.router.testing import DOMAIN, MiniRegistrar
+from sipmesh.runtime.sections.router import RouterConfig
+from sipmesh.state.db import Database
+from sipmesh.state.factory import open_db
+from sipmesh.state.kv_memory import MemoryKV
+from sipmesh.state.schema import migrate
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await open_db(f"sqlite:///{tmp_path / 'router.sqlite'}")
+    await migrate(database)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+def registrar() -> MiniRegistrar:
+    return MiniRegistrar(subscribers={("alice", DOMAIN): "alicepw", ("bob", DOMAIN): "bobpw"})
+
+
+RouterFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_router(db: Database, registrar: MiniRegistrar) -> AsyncIterator[RouterFactory]:
+    """make_router(**router settings) -> a started RouterService (stopped at the end)."""
+    started: list[RouterService] = []
+
+    async def factory(kv: MemoryKV | None = None, **settings: Any) -> RouterService:
+        features = settings.pop("features", {})
+        config = RouterConfig(**settings)
+        for name, value in features.items():
+            setattr(config.features, name, value)
+        cfg = CfgStore(kv or MemoryKV(), router_cfg_vars({}))
+        myself = Myself([DOMAIN, "198.51.100.1"], [5060])
+        env = RouterEnv(settings=config, cfg=cfg, myself=myself, registrar=registrar)
+
+        async def tables() -> RoutingTables:
+            return await load_tables(db)
+
+        service = RouterService(env, base_myself=myself, tables_loader=tables)
+        await service.start()
+        started.append(service)
+        return service
+
+    yield factory
+    for service in started:
+        await service.stop(0)
