@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
 
@@ -21,6 +22,9 @@ class MemoryKV:
         self._clock = clock
         # key (with prefix) -> (value, absolute expiry or None)
         self._data: dict[str, tuple[bytes, float | None]] = {}
+        # (expiry, key) of keys written with a TTL: lets writes drop expired keys that
+        # nobody reads again (old nonces, bans), so memory does not grow without bound.
+        self._expiries: list[tuple[float, str]] = []
         self._closed = False
 
     @property
@@ -33,6 +37,10 @@ class MemoryKV:
 
     async def ping(self) -> None:
         return None
+
+    def stored_keys(self) -> int:
+        """Keys held in memory, expired ones not yet dropped included (for tests/metrics)."""
+        return len(self._data)
 
     async def close(self) -> None:
         self._closed = True
@@ -59,8 +67,23 @@ class MemoryKV:
         item = self._live(self._prefix + key)
         return None if item is None else item[0]
 
+    def _purge(self) -> None:
+        now = self._clock()
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            expires, full = heapq.heappop(heap)
+            item = self._data.get(full)
+            if item is not None and item[1] == expires:
+                del self._data[full]
+
+    def _put(self, full: str, value: bytes, expires: float | None) -> None:
+        self._purge()
+        self._data[full] = (value, expires)
+        if expires is not None:
+            heapq.heappush(self._expiries, (expires, full))
+
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self._data[self._prefix + key] = (bytes(value), self._expiry(ttl))
+        self._put(self._prefix + key, bytes(value), self._expiry(ttl))
 
     def _set_if_absent(self, key: str, value: bytes, ttl: float | None) -> bool:
         if self._live(self._prefix + key) is not None:
@@ -86,7 +109,10 @@ class MemoryKV:
             except ValueError:
                 raise ValueError(f"value of {key!r} is not an integer") from None
         new = current + amount
-        self._data[full] = (str(new).encode(), expires)
+        if item is None:
+            self._put(full, str(new).encode(), expires)
+        else:
+            self._data[full] = (str(new).encode(), expires)  # same expiry: heap entry stands
         return new
 
     # -- the KVStore methods ---------------------------------------------------------

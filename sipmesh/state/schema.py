@@ -66,6 +66,9 @@ KAMAILIO_TABLE_VERSIONS: dict[str, int] = {
 #: sipmesh's own tables and their versions.
 SIPMESH_TABLE_VERSIONS: dict[str, int] = {"cdrs": 1, "events_processed": 1}
 
+# Kamailio checks location's version; sipmesh's extra location columns (schema 3) do
+# not change it, so Kamailio tools keep working on the same database.
+
 _VERSION_DDL = """CREATE TABLE IF NOT EXISTS version (
     id {SERIAL},
     table_name VARCHAR(32) NOT NULL,
@@ -128,9 +131,15 @@ async def schema_version(db: Database) -> int:
     return int(value or 0)
 
 
-async def migrate(db: Database) -> list[int]:
-    """Bring the schema to the latest version; returns the versions applied (maybe [])."""
+async def migrate(db: Database, *, target: int | None = None) -> list[int]:
+    """Bring the schema to ``target`` (default: the latest version).
+
+    Returns the versions applied, [] when the schema was already there. Never goes
+    down: a database newer than ``target`` is left as it is.
+    """
     migrations = load_migrations()
+    if target is not None:
+        migrations = [m for m in migrations if m.version <= target]
     applied: list[int] = []
     async with db.transaction() as tx:
         if db.dialect == "postgresql":

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from sipmesh.state.db import Database
 from sipmesh.state.db_postgres import PostgresDatabase
 from sipmesh.state.db_sqlite import SQLiteDatabase, sqlite_path, translate_placeholders
 from sipmesh.state.errors import BadStateURL, ConstraintViolation, StateUnavailable
+from sipmesh.state.location import Binding
+from sipmesh.state.location_rows import INSERT_SQL, binding_from_row, binding_to_row, insert_args
 from sipmesh.state.schema import (
     KAMAILIO_TABLE_VERSIONS,
     SCHEMA_ROW,
@@ -151,12 +154,13 @@ async def test_kamailio_column_names(db: Database) -> None:
         "ha1b",
     ]
     loc = await columns(db, "location")
-    assert loc[1:] == [
+    assert loc[-3:] == ["edge_id", "flow_id", "attrs"]  # sipmesh's additions (schema 3)
+    assert loc[1:-3] == [
         "ruid", "username", "domain", "contact", "received", "path", "expires", "q",
         "callid", "cseq", "last_modified", "flags", "cflags", "user_agent", "socket",
         "methods", "instance", "reg_id", "server_id", "connection_id", "keepalive", "partition",
     ]  # fmt: skip
-    assert await columns(db, "aliases") == await columns(db, "location")
+    assert await columns(db, "aliases") == loc[:-3]
     assert await columns(db, "dbaliases") == [
         "id", "alias_username", "alias_domain", "username", "domain",
     ]  # fmt: skip
@@ -366,3 +370,59 @@ async def test_postgres_unavailable_then_reconnects() -> None:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.dir.parent, ignore_errors=True)
+
+
+async def test_upgrade_from_an_older_schema(db: Database) -> None:
+    assert await migrate(db, target=2) == [1, 2]
+    assert await schema_version(db) == 2
+    assert "edge_id" not in await columns(db, "location")
+    await db.execute(
+        "INSERT INTO subscriber (username, domain, ha1) VALUES ($1, $2, $3)", "u", "d", "h"
+    )
+    assert await migrate(db) == list(range(3, latest_version() + 1))
+    assert await schema_version(db) == latest_version()
+    assert "edge_id" in await columns(db, "location")
+    # Data written before the upgrade is still there; a second run is a no-op.
+    assert await db.fetchval("SELECT ha1 FROM subscriber WHERE username = $1", "u") == "h"
+    assert await migrate(db) == []
+
+
+async def test_location_rows_round_trip(db: Database) -> None:
+    await init_schema(db)
+    b = Binding(
+        aor="sip:alice@example.com",
+        contact="sip:alice@192.0.2.1:5060;ob",
+        expires_at=1_800_000_123.5,
+        q=None,
+        call_id="cid",
+        cseq=7,
+        path=("<sip:edge1.example.com;lr>", '"x,y" <sip:p2;lr>'),
+        received="sip:198.51.100.1:5060",
+        transport="tls",
+        socket="tls:10.0.0.1:5061",
+        edge_id="edge-1",
+        flow_id="f1",
+        instance="<urn:uuid:1>",
+        reg_id=1,
+        user_agent="ua",
+        methods=8191,
+        flags=1,
+        cflags=2,
+        last_modified=1_800_000_000.25,
+        ruid="r1",
+        attrs={"a": 1},
+    )
+    row = binding_to_row(b, username="alice", domain="example.com")
+    await db.execute(INSERT_SQL, *insert_args(row))
+    stored = await db.fetchrow("SELECT * FROM location WHERE ruid = $1", "r1")
+    assert stored is not None
+    assert stored["username"] == "alice"
+    assert stored["q"] == -1.0
+    assert binding_from_row(stored, aor=b.aor) == b
+    with_q = replace(b, q=0.5, reg_id=None, path=(), ruid="r2", contact="sip:x@h")
+    await db.execute(
+        INSERT_SQL, *insert_args(binding_to_row(with_q, username="alice", domain=None))
+    )
+    stored2 = await db.fetchrow("SELECT * FROM location WHERE ruid = $1", "r2")
+    assert stored2 is not None
+    assert binding_from_row(stored2, aor=b.aor) == with_q

@@ -7,8 +7,10 @@ import math
 
 import pytest
 
+from sipmesh.state.clock import FakeClock
 from sipmesh.state.errors import StateUnavailable
 from sipmesh.state.kv import KVStore
+from sipmesh.state.kv_memory import MemoryKV
 from sipmesh.state.kv_redis import RedisKV
 from sipmesh.state.redis_common import make_redis_client
 from sipmesh.state.testing import KVCase, free_port, redis_server
@@ -178,3 +180,15 @@ async def test_redis_unavailable_then_reconnects() -> None:
     finally:
         await kv.close()
         server.stop()
+
+
+async def test_memory_drops_expired_keys_nobody_reads() -> None:
+    clock = FakeClock()
+    kv = MemoryKV(clock=clock)
+    for i in range(100):
+        await kv.set(f"nonce:{i}", b"1", ttl=10)
+    await kv.set("keep", b"k")
+    clock.advance(11)
+    await kv.set("trigger", b"t", ttl=10)
+    assert kv.stored_keys() == 2
+    assert await kv.get("keep") == b"k"
