@@ -39,6 +39,10 @@ _VIA_RE: Final = re.compile(
     r"(?:\s*:\s*([0-9]+))?\s*(;.*)?",
     re.DOTALL,
 )
+_VIA_FAST_RE: Final = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+)
 _MAX_SEQ: Final = 2**31  # RFC 3261 §8.1.1.5: CSeq MUST be less than 2**31
 
 
@@ -63,6 +67,20 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        fast = _VIA_FAST_RE.fullmatch(text)
+        if fast is not None:
+            # The common shape "SIP/2.0/UDP host[:port][;params]" with a plain host
+            # name or IPv4 address; the regex already checked every character.
+            transport, host, fast_port, param_text = fast.groups()
+            number = None if fast_port is None else int(fast_port)
+            if number is None or number <= 65535:
+                via = cls.__new__(cls)
+                via.protocol = "SIP/2.0"
+                via.transport = transport.upper()
+                via.host = host
+                via.port = number
+                via.params = parse_params(param_text) if param_text else {}
+                return via
         match = _VIA_RE.fullmatch(text)
         if match is None:
             raise ParseError(f"bad Via: {text!r}")

@@ -259,6 +259,14 @@ def find_unquoted(text: str, chars: str, start: int = 0) -> int:
 
     Raises ValueError on an unterminated quoted-string.
     """
+    if text.find('"', start) < 0:
+        # Fast path (the common case): no quoted-string to skip.
+        best = -1
+        for ch in chars:
+            found = text.find(ch, start)
+            if found >= 0 and (best < 0 or found < best):
+                best = found
+        return best
     i = start
     n = len(text)
     while i < n:
@@ -289,6 +297,25 @@ def parse_params(text: str) -> dict[str, str | None]:
     text = text.strip()
     if text[0] != ";":
         raise ValueError(f"parameters must start with ';': {text!r}")
+    if _PLAIN_PARAMS_RE.fullmatch(text):
+        # Fast path: tokens only, no whitespace, validated by one regex.
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+        return params
+    if '"' not in text:
+        # No quoted values, so every ';' separates parameters.
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            name = name.strip(" \t")
+            if eq:
+                value = value.strip(" \t")
+                if not value or not _PARAM_VALUE_RE.fullmatch(value):
+                    raise ValueError(f"bad value for parameter {name!r}: {value!r}")
+            if not TOKEN_RE.fullmatch(name):
+                raise ValueError(f"bad parameter name {name!r}")
+            params[name.lower()] = value if eq else None
+        return params
     pos = 1
     n = len(text)
     while pos <= n:
@@ -320,3 +347,6 @@ def format_params(params: dict[str, str | None]) -> str:
 
 # gen-value = token / host / quoted-string; host covers IPv6 references.
 _PARAM_VALUE_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
+_PLAIN_PARAMS_RE: Final = re.compile(
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)+"
+)

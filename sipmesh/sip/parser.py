@@ -76,7 +76,8 @@ def parse_message_strict(
     first = lines[0]
     if not first:
         raise ParseError("empty start line")
-    entries = _split_headers(lines)
+    folded = "\n " in head or "\n\t" in head
+    entries = _split_headers(lines) if folded else _split_unfolded(lines)
     if first[:4].upper() == "SIP/":
         msg: Request | Response = _response(first, entries)
     else:
@@ -84,6 +85,27 @@ def parse_message_strict(
     msg._body = _body(msg, entries, data, body_start, stream)
     msg._raw = data if start == 0 and body_start + len(msg._body) == len(data) else None
     return msg
+
+
+def _split_unfolded(lines: list[str]) -> list[_Entry]:
+    """_split_headers for the common case of no folded lines (the hot path)."""
+    known = KNOWN_KEYS
+    entries: list[_Entry] = []
+    append = entries.append
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(":")
+        key = known.get(name)
+        if key is None:
+            if not colon:
+                raise ParseError(f"header line without a colon: {lines[i][:60]!r}")
+            name = name.rstrip(" \t")
+            if not TOKEN_RE.fullmatch(name):
+                raise ParseError(f"bad header name {name[:60]!r}")
+            key = header_key(name)
+        elif not colon:
+            raise ParseError(f"header line without a colon: {lines[i][:60]!r}")
+        append((key, name, value.strip(" \t")))
+    return entries
 
 
 def _split_headers(lines: list[str]) -> list[_Entry]:
@@ -144,13 +166,10 @@ def _request(first: str, entries: list[_Entry]) -> Request:
     req._version = version
     req._raw = None
     req._body = b""
-    partial = _partial(req)
     try:
-        if version.upper() != "SIP/2.0":
+        if version != "SIP/2.0" and version.upper() != "SIP/2.0":
             raise ParseError(f"unsupported SIP version {version!r}", 505)
-        for key in _REQUIRED:
-            if not any(k == key for k, _, _ in entries):
-                raise ParseError(f"missing {key} header")
+        _check_counts(entries)
         if req.top_via is None:
             raise ParseError("missing Via header")
         cseq = req.cseq
@@ -159,10 +178,6 @@ def _request(first: str, entries: list[_Entry]) -> Request:
             # unknown request method §3.1.2.18 (mismatch02) prefers 501.
             status = 400 if method in KNOWN_METHODS else 501
             raise ParseError(f"CSeq method {cseq.method!r} does not match {method!r}", status)
-        _single(entries, "call-id")
-        _single(entries, "cseq")
-        _single(entries, "from")
-        _single(entries, "to")
         req.from_  # noqa: B018 - parse now: an unparseable From cannot be answered
         req.to  # noqa: B018
         req.max_forwards  # noqa: B018
@@ -172,15 +187,27 @@ def _request(first: str, entries: list[_Entry]) -> Request:
             # (RFC 4475 §3.1.2.11 escruri: rejecting with 400 is acceptable).
             raise ParseError("headers in the Request-URI")
     except ParseError as exc:
-        exc.partial = partial if exc.partial is None else exc.partial
+        if exc.partial is None:
+            exc.partial = _partial(req)
         raise
     return req
 
 
-def _single(entries: list[_Entry], key: str) -> None:
-    # RFC 4475 §3.3.8 (multi01): headers that allow one value must not repeat.
-    if sum(1 for k, _, _ in entries if k == key) > 1:
-        raise ParseError(f"more than one {key} header")
+def _check_counts(entries: list[_Entry]) -> None:
+    """Each of Via/From/To/Call-ID/CSeq present; From/To/Call-ID/CSeq only once.
+
+    RFC 3261 §8.1.1 (mandatory headers) and RFC 4475 §3.3.8 (multi01: a header that
+    allows one value must not repeat). One pass over the header list.
+    """
+    counts = dict.fromkeys(_REQUIRED, 0)
+    for key, _, _ in entries:
+        if key in counts:
+            counts[key] += 1
+    for key, count in counts.items():
+        if count == 0:
+            raise ParseError(f"missing {key} header")
+        if count > 1 and key != "via":
+            raise ParseError(f"more than one {key} header")
 
 
 def _partial(req: Request) -> Request | None:
@@ -222,9 +249,7 @@ def _response(first: str, entries: list[_Entry]) -> Response:
     resp._version = version
     resp._raw = None
     resp._body = b""
-    for key in _REQUIRED:
-        if not any(k == key for k, _, _ in entries):
-            raise ParseError(f"missing {key} header in response")
+    _check_counts(entries)
     resp.top_via  # noqa: B018 - responses are routed by their top Via
     resp.cseq  # noqa: B018
     return resp

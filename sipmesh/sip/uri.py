@@ -36,6 +36,18 @@ _PARAM_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2
 _HEADER_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?")
 _TEL_RE: Final = re.compile(r"[0-9A-Fa-f*#+\-.()pPwW]+")
+_SIP_FAST_RE: Final = re.compile(
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)(?::([A-Za-z0-9\-_.!~*'()&=+$,]*))?@)?"
+    r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)"
+)
+# name-addr with a quoted or token display name and no surprises inside <...>.
+_NAME_ADDR_FAST_RE: Final = re.compile(
+    r'[ \t]*(?:"((?:[^"\\\r\n]|\\.)*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~ \t]*?)[ \t]*)'
+    r"<([^<>\s\"]+)>[ \t]*(;.*)?",
+    re.DOTALL,
+)
 # Parameters whose presence in one URI requires a match in the other (§19.1.4).
 _STRICT_PARAMS: Final = ("user", "ttl", "method", "maddr", "transport")
 
@@ -295,7 +307,36 @@ def _parse_params(text: str, whole: str) -> dict[str, str | None]:
     return params
 
 
+def _parse_sip_fast(scheme: str, rest: str) -> SipURI | None:
+    """The common shapes of SIP URI in one regex; None sends the slow path.
+
+    Only plain characters are accepted here (no escapes, no ';' '?' '/' in the
+    user part, no URI headers), so what matches is valid by the RFC 3261 grammar.
+    """
+    match = _SIP_FAST_RE.fullmatch(rest)
+    if match is None:
+        return None
+    user, password, host, port_text, param_text = match.groups()
+    if host[0] == "[":
+        return None  # IPv6 references are validated by the slow path
+    port: int | None = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    uri = SipURI(host, user, scheme=scheme, password=password, port=port)
+    if param_text:
+        params = uri.params
+        for item in param_text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+    return uri
+
+
 def _parse_sip(scheme: str, rest: str, text: str) -> SipURI:
+    fast = _parse_sip_fast(scheme, rest)
+    if fast is not None:
+        return fast
     headers: dict[str, str] = {}
     qpos = rest.find("?")
     if qpos >= 0 and "@" in rest[qpos:]:
@@ -429,6 +470,24 @@ class NameAddr:
 
 
 def _split_name_addr(
+    text: str,
+) -> tuple[str | None, SipURI | TelURI | AbsoluteURI, dict[str, str | None]]:
+    match = _NAME_ADDR_FAST_RE.fullmatch(text)
+    if match is not None:
+        quoted, token, uri_text, param_text = match.groups()
+        if quoted is not None:
+            display: str | None = unquote_string(f'"{quoted}"') if "\\" in quoted else quoted
+        else:
+            display = " ".join(token.split()) or None
+        try:
+            params = parse_params(param_text) if param_text else {}
+        except ValueError as exc:
+            raise ParseError(f"bad name-addr {text!r}: {exc}") from None
+        return display, parse_uri(uri_text), params
+    return _split_name_addr_slow(text)
+
+
+def _split_name_addr_slow(
     text: str,
 ) -> tuple[str | None, SipURI | TelURI | AbsoluteURI, dict[str, str | None]]:
     text = text.strip(" \t")
