@@ -13,6 +13,7 @@ import importlib
 import logging
 from typing import Any
 
+from sipmesh.clients.grpc_servers import add_router_servicer
 from sipmesh.clients.interfaces import PresenceClient, RegistrarClient
 from sipmesh.router.cfgstore import CfgStore, router_cfg_vars
 from sipmesh.router.env import RouterEnv
@@ -128,9 +129,4 @@ def _target_of(client: object) -> str:
 
 def _register_grpc(runtime: Runtime, service: RouterService) -> None:
     """Expose the service as the Router gRPC servicer (adapter of sipmesh/clients)."""
-    servers = _optional("sipmesh.clients.grpc_servers")
-    register = getattr(servers, "add_router_servicer", None) if servers else None
-    if register is None:
-        log.debug("router: no gRPC servicer adapter available; in-process only")
-        return
-    runtime.grpc_registrations.append(lambda server: register(service, server))
+    runtime.grpc_registrations.append(lambda server: add_router_servicer(server, service))

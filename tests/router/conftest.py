@@ -15,6 +15,7 @@ from sipmesh.router.tables import RoutingTables, load_tables
 from sipmesh.router.targets import Myself
 from sipmesh.router.testing import DOMAIN, MiniRegistrar
 from sipmesh.runtime.sections.router import RouterConfig
+from sipmesh.state.bus import EventBus
 from sipmesh.state.db import Database
 from sipmesh.state.factory import open_db
 from sipmesh.state.kv_memory import MemoryKV
@@ -44,7 +45,9 @@ async def make_router(db: Database, registrar: MiniRegistrar) -> AsyncIterator[R
     """make_router(**router settings) -> a started RouterService (stopped at the end)."""
     started: list[RouterService] = []
 
-    async def factory(kv: MemoryKV | None = None, **settings: Any) -> RouterService:
+    async def factory(
+        kv: MemoryKV | None = None, bus: EventBus | None = None, **settings: Any
+    ) -> RouterService:
         features = settings.pop("features", {})
         config = RouterConfig(**settings)
         for name, value in features.items():
@@ -56,7 +59,7 @@ async def make_router(db: Database, registrar: MiniRegistrar) -> AsyncIterator[R
         async def tables() -> RoutingTables:
             return await load_tables(db)
 
-        service = RouterService(env, base_myself=myself, tables_loader=tables)
+        service = RouterService(env, base_myself=myself, tables_loader=tables, bus=bus)
         await service.start()
         started.append(service)
         return service
