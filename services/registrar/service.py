@@ -358,7 +358,7 @@ class RegistrarService:
                 aor = Aor(target[0], target[1].lower())
         return self.key(aor)
 
-    async def lookup(
+    async def lookup_aor(
         self, text: str, *, method: str = "", resolve_aliases: bool = True
     ) -> LookupResult:
         """lookup("location"): bindings by q, then most recently refreshed first."""

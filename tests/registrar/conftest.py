@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sipmesh.registrar.service import RegistrarService
+from sipmesh.registrar.api import Registrar
 from sipmesh.registrar.testing import DOMAIN, MakeService, Stores
 from sipmesh.runtime.sections.registrar import RegistrarConfig
 from sipmesh.state.bus import EventBus
@@ -57,7 +57,7 @@ async def stores(
 async def make_service(
     stores: Stores, sqlite_db: Database, clock: FakeClock
 ) -> AsyncIterator[MakeService]:
-    made: list[RegistrarService] = []
+    made: list[Registrar] = []
     buses: list[EventBus] = []
 
     async def make(
@@ -65,12 +65,12 @@ async def make_service(
         bus: EventBus | None = None,
         domains: tuple[str, ...] = (DOMAIN,),
         **settings: Any,
-    ) -> RegistrarService:
+    ) -> Registrar:
         settings.setdefault("db_mode", "none")
         if bus is None:
             bus = MemoryBus()
             buses.append(bus)
-        service = RegistrarService(
+        service = Registrar(
             config=RegistrarConfig(**settings),
             domains=domains,
             instance_id=f"reg{len(made)}",

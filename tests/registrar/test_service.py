@@ -48,9 +48,9 @@ async def test_register_refresh_expire_and_events(
     assert second.bindings[0].ruid == first.bindings[0].ruid
 
     clock.advance(119)
-    assert len((await reg.lookup(AOR)).bindings) == 1
+    assert len((await reg.lookup_aor(AOR)).bindings) == 1
     clock.advance(2)
-    assert (await reg.lookup(AOR)).found is False
+    assert (await reg.lookup_aor(AOR)).found is False
     expired = await reg.sweep()
     assert [b.contact for b in expired] == ["sip:alice@192.0.2.10"]
     assert await reg.sweep() == []  # reported once
@@ -117,7 +117,7 @@ async def test_path_and_outbound_through_the_service(make_service: MakeService) 
     assert res.response.status == 200
     assert res.response.get_all("path") == ["<sip:edge.example.com;lr;ob>"]
     assert res.response.get("require") == "outbound"
-    found = await reg.lookup(AOR)
+    found = await reg.lookup_aor(AOR)
     assert found.bindings[0].path == ("<sip:edge.example.com;lr;ob>",)
     assert found.bindings[0].reg_id == 1
     # Reconnected flow: same instance and reg-id replace the binding.
@@ -128,7 +128,7 @@ async def test_path_and_outbound_through_the_service(make_service: MakeService) 
         call_id="new-call",
     )
     await reg.save(req2, SourceFacts(remote_host="198.51.100.7", flow_id="f2", edge_id="e2"))
-    (only,) = (await reg.lookup(AOR)).bindings
+    (only,) = (await reg.lookup_aor(AOR)).bindings
     assert only.contact == "sip:a@10.0.0.5:6000;transport=tcp"
     assert (only.edge_id, only.flow_id) == ("e2", "f2")
 
@@ -159,7 +159,7 @@ async def test_lookup_order_aliases_and_method_filter(
     clock.advance(5)
     await reg.save(make_register(AOR, ["<sip:pref@192.0.2.3>;q=1.0"], call_id="c3"), FACTS)
     await reg.save(make_register(AOR, ["<sip:low@192.0.2.4>;q=0.2"], call_id="c4"), FACTS)
-    found = await reg.lookup(f"sip:{AOR}")
+    found = await reg.lookup_aor(f"sip:{AOR}")
     # q=1.0 and no q tie: the most recently refreshed first; q=0.2 last.
     assert [b.contact for b in found.bindings] == [
         "sip:pref@192.0.2.3",
@@ -167,7 +167,7 @@ async def test_lookup_order_aliases_and_method_filter(
         "sip:old@192.0.2.1",
         "sip:low@192.0.2.4",
     ]
-    msg = await reg.lookup(AOR, method="MESSAGE")
+    msg = await reg.lookup_aor(AOR, method="MESSAGE")
     assert "sip:new@192.0.2.2" not in [b.contact for b in msg.bindings]
     await reg.db.execute(
         "INSERT INTO dbaliases (alias_username, alias_domain, username, domain) "
@@ -177,10 +177,10 @@ async def test_lookup_order_aliases_and_method_filter(
         "alice",
         DOMAIN,
     )
-    via_alias = await reg.lookup(f"ali@{DOMAIN}")
+    via_alias = await reg.lookup_aor(f"ali@{DOMAIN}")
     assert via_alias.aor == AOR
     assert len(via_alias.bindings) == 4
-    assert (await reg.lookup(f"nobody@{DOMAIN}")).found is False
+    assert (await reg.lookup_aor(f"nobody@{DOMAIN}")).found is False
 
 
 async def test_ul_remove_by_contact_and_aor(make_service: MakeService) -> None:
