@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sipmesh.registrar.service import RegistrarService
+from sipmesh.registrar.api import Registrar
 from sipmesh.registrar.subscribers import credential_columns
 from sipmesh.sip.digest import DigestChallenge, build_credentials
 from sipmesh.sip.fields import format_auth_params, parse_auth_params
@@ -28,7 +28,7 @@ from sipmesh.state.location_redis import RedisLocationStore
 from sipmesh.state.redis_common import make_redis_client
 
 DOMAIN = "example.com"
-MakeService = Callable[..., Awaitable[RegistrarService]]
+MakeService = Callable[..., Awaitable[Registrar]]
 
 
 def make_register(
