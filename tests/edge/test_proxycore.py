@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .conftest import FakeRouter, Peer, relay_to, request_text, start_edge, udp_port
-
 from sipmesh.gen.sipmesh.v1 import router_pb2
 from sipmesh.sip import Request, Response
+
+from .conftest import FakeRouter, Peer, relay_to, request_text, start_edge, udp_port
 
 PeerFactory = Callable[[], Awaitable[Peer]]
 
@@ -31,7 +31,8 @@ async def test_invite_relayed_with_100_and_final_forwarded(udp_peers: PeerFactor
         assert invite.uri == f"sip:bob@127.0.0.1:{callee.port}"
         assert len(invite.vias) == 2
         assert invite.max_forwards == 69
-        assert invite.record_routes and "lr" in str(invite.record_routes[0])
+        assert invite.record_routes
+        assert "lr" in str(invite.record_routes[0])
         callee.send(callee.reply(invite, 180, "Ringing"), port)
         ringing = await caller.next_response()
         assert ringing.status == 180
@@ -149,3 +150,164 @@ async def test_router_error_gives_503(udp_peers: PeerFactory) -> None:
 
 def _statuses(msgs: list[Request | Response]) -> list[int]:
     return [m.status for m in msgs if isinstance(m, Response)]
+
+
+async def test_cancel_gives_487_and_cancels_every_branch(udp_peers: PeerFactory) -> None:
+    caller, b1, b2 = await udp_peers(), await udp_peers(), await udp_peers()
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(b1.port, b2.port)
+
+    edge = await start_edge(FakeRouter(decide))
+    try:
+        port = udp_port(edge)
+        text = request_text("INVITE", "sip:bob@sipmesh.test", caller.port, branch="z9hG4bKc1")
+        caller.send(text, port)
+        assert (await caller.next_response()).status == 100
+        inv1, inv2 = await b1.next_request(), await b2.next_request()
+        b1.send(b1.reply(inv1, 180, "Ringing", "t1"), port)
+        b2.send(b2.reply(inv2, 180, "Ringing", "t2"), port)
+        assert (await caller.next_response()).status == 180
+        assert (await caller.next_response()).status == 180
+        cancel = text.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL")
+        caller.send(cancel, port)
+        got = sorted([(await caller.next_response()).status for _ in range(2)])
+        assert got == [200, 487]
+        for peer, inv in ((b1, inv1), (b2, inv2)):
+            c = await peer.next_request()
+            assert c.method == "CANCEL"
+            assert c.top_via is not None
+            assert inv.top_via is not None
+            assert c.top_via.branch == inv.top_via.branch  # RFC 3261 §9.1
+            peer.send(peer.reply(c, 200, "OK"), port)
+            peer.send(peer.reply(inv, 487, "Request Terminated"), port)
+            assert (await peer.next_request()).method == "ACK"
+    finally:
+        await edge.stop(0)
+
+
+async def test_unanswered_callee_gets_408_after_fr_inv_timer(udp_peers: PeerFactory) -> None:
+    caller, callee = await udp_peers(), await udp_peers()
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(callee.port, fr_inv_timer_ms=300)
+
+    edge = await start_edge(FakeRouter(decide))
+    try:
+        port = udp_port(edge)
+        caller.send(request_text("INVITE", "sip:bob@sipmesh.test", caller.port), port)
+        assert (await caller.next_response()).status == 100
+        invite = await callee.next_request()
+        callee.send(callee.reply(invite, 180, "Ringing"), port)
+        assert (await caller.next_response()).status == 180
+        final = await caller.next_response()
+        assert final.status == 408
+        cancel = await callee.next_request()
+        assert cancel.method == "CANCEL"  # §16.8: timer C CANCELs the ringing branch
+    finally:
+        await edge.stop(0)
+
+
+async def test_no_response_at_all_gives_408_after_fr_timer(udp_peers: PeerFactory) -> None:
+    caller, callee = await udp_peers(), await udp_peers()
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(callee.port, fr_timer_ms=300)
+
+    edge = await start_edge(FakeRouter(decide))
+    try:
+        caller.send(request_text("MESSAGE", "sip:bob@sipmesh.test", caller.port), udp_port(edge))
+        assert (await callee.next_request()).method == "MESSAGE"
+        assert (await caller.next_response()).status == 408
+    finally:
+        await edge.stop(0)
+
+
+async def test_parallel_forking_best_response(udp_peers: PeerFactory) -> None:
+    peers = [await udp_peers() for _ in range(4)]
+    caller, forks = peers[0], peers[1:]
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(*(p.port for p in forks))
+
+    edge = await start_edge(FakeRouter(decide))
+    try:
+        port = udp_port(edge)
+        caller.send(request_text("INVITE", "sip:bob@sipmesh.test", caller.port), port)
+        assert (await caller.next_response()).status == 100
+        invites = [await p.next_request() for p in forks]
+        # 486, 404 and 503: §16.7 step 6 picks the lowest class, here 4xx; 503 never.
+        for peer, inv, code, reason in zip(
+            forks, invites, (503, 486, 404), ("Unavailable", "Busy", "Nope"), strict=True
+        ):
+            peer.send(peer.reply(inv, code, reason), port)
+        final = await caller.next_response()
+        assert final.status in (404, 486)
+        assert final.status == 404  # lowest code within the class, as tm does
+    finally:
+        await edge.stop(0)
+
+
+async def test_2xx_cancels_other_branches(udp_peers: PeerFactory) -> None:
+    peers = [await udp_peers() for _ in range(3)]
+    caller, b1, b2 = peers
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(b1.port, b2.port)
+
+    edge = await start_edge(FakeRouter(decide))
+    try:
+        port = udp_port(edge)
+        caller.send(request_text("INVITE", "sip:bob@sipmesh.test", caller.port), port)
+        inv1, inv2 = await b1.next_request(), await b2.next_request()
+        b2.send(b2.reply(inv2, 180, "Ringing", "t2"), port)
+        b1.send(b1.reply(inv1, 200, "OK", "t1"), port)
+        statuses = [(await caller.next_response()).status for _ in range(3)]
+        assert statuses[-1] == 200
+        cancel = await b2.next_request()
+        assert cancel.method == "CANCEL"
+    finally:
+        await edge.stop(0)
+
+
+async def test_serial_failover_on_503_then_failure_route_to_voicemail(
+    udp_peers: PeerFactory,
+) -> None:
+    caller, first, second, voicemail = [await udp_peers() for _ in range(4)]
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        if req.kind == router_pb2.ROUTE_KIND_FAILURE:
+            assert req.handler == "MANAGE_FAILURE"
+            assert list(req.branch_statuses) == [503, 486]
+            return relay_to(voicemail.port)
+        targets = [
+            router_pb2.Target(uri=f"sip:bob@127.0.0.1:{first.port}", group=0),
+            router_pb2.Target(uri=f"sip:bob@127.0.0.1:{second.port}", group=1),
+        ]
+        return router_pb2.Decision(
+            relay=router_pb2.Relay(
+                targets=targets,
+                mode=router_pb2.Relay.FORK_MODE_SERIAL,
+                handlers=router_pb2.Handlers(failure="MANAGE_FAILURE"),
+            )
+        )
+
+    router = FakeRouter(decide)
+    edge = await start_edge(router)
+    try:
+        port = udp_port(edge)
+        caller.send(request_text("INVITE", "sip:bob@sipmesh.test", caller.port), port)
+        inv = await first.next_request()
+        assert second.pending() == []
+        first.send(first.reply(inv, 503, "Service Unavailable"), port)
+        inv2 = await second.next_request()
+        second.send(second.reply(inv2, 486, "Busy Here"), port)
+        inv3 = await voicemail.next_request()
+        voicemail.send(voicemail.reply(inv3, 200, "OK", "vm"), port)
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append((await caller.next_response()).status)
+        assert statuses[-1] == 200
+        assert router.kinds() == [router_pb2.ROUTE_KIND_REQUEST, router_pb2.ROUTE_KIND_FAILURE]
+    finally:
+        await edge.stop(0)
