@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--config", metavar="FILE", help="YAML configuration file")
     db.set_defaults(func=_cmd_db)
 
+    from sipmesh.ctl.commands import register_ctl
+
+    register_ctl(sub)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
 
