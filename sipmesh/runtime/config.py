@@ -81,6 +81,9 @@ class SipmeshConfig(Section):
     bus: str = Field("memory", description="event bus: memory or nats://…")
     http: str = Field("127.0.0.1:9090", description="/ready, /live and /metrics")
     grpc: str = Field("127.0.0.1:50051", description="inter-service gRPC API")
+    grpc_advertise: str = Field(
+        "", description="address other processes use for this gRPC API; empty: derived from grpc"
+    )
     admin: str = Field("127.0.0.1:8080", description="admin API and web console")
     grace_period: float = Field(10.0, ge=0, description="seconds to drain on SIGTERM/SIGINT")
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)

@@ -45,6 +45,9 @@ class Runtime:
         self._services: dict[str, Service] = {}
         # Servicers to add to the gRPC server before it starts: (server) -> None.
         self.grpc_registrations: list[GrpcRegistration] = []
+        from sipmesh.runtime.wiring import Clients
+
+        self.clients = Clients(self)
 
     def register(self, name: str, service: Service) -> None:
         self._services[name] = service
@@ -63,3 +66,7 @@ class Runtime:
 
     def local_targets(self) -> tuple[str, ...]:
         return self.config.targets()
+
+    async def close(self) -> None:
+        """Release what the runtime itself holds (clients to other services)."""
+        await self.clients.close()

@@ -55,6 +55,7 @@ async def _serve(config: SipmeshConfig, modules: list[ModuleSpec] | None) -> int
         await manager.start(config.targets(), runtime)
     except ModuleError as exc:
         print(f"sipmesh: cannot start: {exc}", file=sys.stderr)
+        await runtime.close()
         provider.shutdown()
         return 1
     log.info(
@@ -63,6 +64,7 @@ async def _serve(config: SipmeshConfig, modules: list[ModuleSpec] | None) -> int
     await stop.wait()
     log.info("stopping (grace %.1fs)", config.grace_period)
     await manager.stop(config.grace_period)
+    await runtime.close()
     provider.shutdown()
     return 0
 
@@ -80,3 +82,4 @@ async def run_until(
         await body(runtime)
     finally:
         await manager.stop(config.grace_period)
+        await runtime.close()
