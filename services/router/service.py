@@ -174,7 +174,7 @@ class RouterService:
         self,
         request: router_pb2.RouteRequest,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - the RouterClient contract
+        timeout: float | None = None,
     ) -> router_pb2.Decision:
         versions = self._versions
         if versions is None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sipmesh.gen.sipmesh.v1 import common_pb2, router_pb2
+from sipmesh.gen.sipmesh.v1 import common_pb2, registrar_pb2, router_pb2
+from sipmesh.registrar.api import Registrar
 from sipmesh.router.service import RouterService
 from sipmesh.router.testing import (
     DOMAIN,
-    MiniRegistrar,
     answer_challenge,
     route_request,
     sip_request,
@@ -18,6 +18,7 @@ from sipmesh.sip import Response, parse_message
 from sipmesh.state.db import Database
 
 Edit = common_pb2.HeaderEdit
+PASSWORDS = {"alice": "alicepw", "bob": "bobpw"}
 
 
 def status_of(decision: router_pb2.Decision) -> tuple[int, str]:
@@ -30,9 +31,7 @@ def status_of(decision: router_pb2.Decision) -> tuple[int, str]:
     return reply.code, reply.reason
 
 
-async def register(
-    router: RouterService, registrar: MiniRegistrar, user: str, contact: str
-) -> None:
+async def register(router: RouterService, registrar: Registrar, user: str, contact: str) -> None:
     msg = sip_request(
         "REGISTER",
         f"sip:{DOMAIN}",
@@ -42,7 +41,7 @@ async def register(
     )
     first = await router.route(route_request(msg))
     assert status_of(first)[0] == 401
-    again = answer_challenge(msg, first.reply.raw, user, registrar.subscribers[(user, DOMAIN)])
+    again = answer_challenge(msg, first.reply.raw, user, PASSWORDS[user])
     second = await router.route(route_request(again))
     assert status_of(second) == (200, "OK")
 
@@ -57,13 +56,12 @@ async def authed_invite(router: RouterService, ruri: str, **kw: Any) -> router_p
 
 
 async def test_register_goes_to_the_registrar_with_digest(
-    make_router: Any, registrar: MiniRegistrar
+    make_router: Any, registrar: Registrar
 ) -> None:
     router = await make_router()
     await register(router, registrar, "bob", "sip:bob@192.0.2.20:5062")
-    assert [b.contact for b in registrar.bindings["bob@example.com"]] == ["sip:bob@192.0.2.20:5062"]
-    # REGISTER is authenticated by the registrar in the save call itself.
-    assert "authenticate" not in registrar.calls
+    found = await registrar.lookup(registrar_pb2.LookupRequest(aor=f"sip:bob@{DOMAIN}"))
+    assert [b.contact for b in found.bindings] == ["sip:bob@192.0.2.20:5062"]
 
 
 async def test_invite_from_unauthenticated_local_user_is_challenged(
@@ -90,7 +88,7 @@ async def test_unregistered_callee_gets_404(make_router: Any) -> None:
 
 
 async def test_registered_callee_is_relayed_to_its_contact_with_record_route(
-    make_router: Any, registrar: MiniRegistrar
+    make_router: Any, registrar: Registrar
 ) -> None:
     router = await make_router()
     await register(router, registrar, "bob", "sip:bob@192.0.2.20:5062")
@@ -146,9 +144,7 @@ async def test_pstn_only_for_local_callers(make_router: Any) -> None:
     assert status_of(await router.route(route_request(msg))) == (403, "Not Allowed")
 
 
-async def test_speed_dial_and_alias(
-    make_router: Any, registrar: MiniRegistrar, db: Database
-) -> None:
+async def test_speed_dial_and_alias(make_router: Any, registrar: Registrar, db: Database) -> None:
     await db.execute(
         "INSERT INTO speed_dial (username, domain, sd_username, sd_domain, new_uri)"
         " VALUES ('alice', $1, '21', $1, $2)",
@@ -185,7 +181,7 @@ async def test_speed_dial_to_foreign_uri_goes_out(make_router: Any, db: Database
 
 
 async def failure_for(
-    router: RouterService, registrar: MiniRegistrar, status: int, **kw: Any
+    router: RouterService, registrar: Registrar, status: int, **kw: Any
 ) -> router_pb2.Decision:
     await register(router, registrar, "bob", "sip:bob@192.0.2.20:5062")
     first = await authed_invite(router, f"sip:bob@{DOMAIN}")
@@ -203,22 +199,20 @@ async def failure_for(
     )
 
 
-async def test_block3xx_turns_a_redirect_into_404(
-    make_router: Any, registrar: MiniRegistrar
-) -> None:
+async def test_block3xx_turns_a_redirect_into_404(make_router: Any, registrar: Registrar) -> None:
     router = await make_router(features={"block3xx": True})
     assert status_of(await failure_for(router, registrar, 302)) == (404, "Not found")
 
 
 async def test_without_block3xx_a_redirect_goes_upstream(
-    make_router: Any, registrar: MiniRegistrar
+    make_router: Any, registrar: Registrar
 ) -> None:
     router = await make_router()
     assert (await failure_for(router, registrar, 302)).WhichOneof("action") == "proceed"
 
 
 async def test_busy_goes_to_voicemail_in_the_failure_route(
-    make_router: Any, registrar: MiniRegistrar
+    make_router: Any, registrar: Registrar
 ) -> None:
     router = await make_router(features={"voicemail": True})
     await router.cfg_set("voicemail", "srv_ip", "192.0.2.55")
@@ -238,9 +232,7 @@ async def test_busy_goes_to_voicemail_in_the_failure_route(
     assert again.WhichOneof("action") == "proceed"
 
 
-async def test_no_answer_timeout_goes_to_voicemail(
-    make_router: Any, registrar: MiniRegistrar
-) -> None:
+async def test_no_answer_timeout_goes_to_voicemail(make_router: Any, registrar: Registrar) -> None:
     router = await make_router(features={"voicemail": True})
     await router.cfg_set("voicemail", "srv_ip", "192.0.2.55")
     await register(router, registrar, "bob", "sip:bob@192.0.2.20:5062")
@@ -318,7 +310,7 @@ async def test_auth_off_still_refuses_to_relay_to_foreign_domains(
     assert status_of(local) == (404, "Not Found")
 
 
-async def test_nat_marks_and_media_ops(make_router: Any, registrar: MiniRegistrar) -> None:
+async def test_nat_marks_and_media_ops(make_router: Any, registrar: Registrar) -> None:
     router = await make_router(features={"nat": True})
     await register(router, registrar, "bob", "sip:bob@10.0.0.5:5062")
     msg = sip_request("INVITE", f"sip:bob@{DOMAIN}")
