@@ -419,6 +419,9 @@ class EdgeService(MessageSink):
             edge_id=edge_id,
             flow_id=flow_id,
             stateless=True,
+            destination=common_pb2.Address(
+                transport=fw.transport_enum(dest.transport), host=dest.host, port=dest.port
+            ),
         )
 
         async def send() -> None:

@@ -41,6 +41,7 @@ class EdgeStats:
     """The counters of one edge instance. Methods are cheap enough for the hot path."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         p = "sipmesh_"
         self.rcv_requests = Counter(
             p + "rcv_requests", "requests received (core:rcv_requests)", ["method"],

@@ -113,7 +113,9 @@ class TxDriver:
             flow = self._sender.flow(flow_id)
             # A UDP "flow" is only the peer's address: use it when the destination
             # is that address (a response without rport may go to another port).
-            if flow is not None and (flow.reliable or flow.remote == (dest.host, dest.port)):
+            if flow is not None and (
+                flow.reliable or not dest.host or flow.remote == (dest.host, dest.port)
+            ):
                 try:
                     self._sender.send(data, flow)
                 except Exception as exc:

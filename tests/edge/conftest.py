@@ -145,18 +145,18 @@ class Peer(asyncio.DatagramProtocol):
         return bytes(resp)
 
 
-async def open_peer() -> Peer:
+async def open_peer(host: str = "127.0.0.1") -> Peer:
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    _, proto = await loop.create_datagram_endpoint(Peer, local_addr=(host, 0))
     return proto
 
 
 @pytest.fixture
-async def udp_peers() -> AsyncIterator[Callable[[], Awaitable[Peer]]]:
+async def udp_peers() -> AsyncIterator[Callable[..., Awaitable[Peer]]]:
     made: list[Peer] = []
 
-    async def factory() -> Peer:
-        peer = await open_peer()
+    async def factory(host: str = "127.0.0.1") -> Peer:
+        peer = await open_peer(host)
         made.append(peer)
         return peer
 
