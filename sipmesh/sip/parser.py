@@ -61,7 +61,7 @@ def parse_message_strict(
         # RFC 3261 §7.5: CRLFs before the start line are ignored.
         start += 2
     end = data.find(b"\r\n\r\n", start)
-    lf_end = data.find(b"\n\n", start)
+    lf_end = data.find(b"\n\n", start, end if end >= 0 else len(data))
     if lf_end >= 0 and (end < 0 or lf_end < end):
         head_end, body_start = lf_end, lf_end + 2
     elif end >= 0:
