@@ -9,16 +9,18 @@ remembered (context, handlers, flags, accounting marks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass, field
 
 from sipmesh.gen.sipmesh.v1 import common_pb2, router_pb2
 from sipmesh.sip import Request, Response
-from sipmesh.sip.transaction import Address
+from sipmesh.sip.stateless import make_cancel
+from sipmesh.sip.transaction import Address, TransactionError, TransactionLayer
 
 from .forward import Hop
 
-__all__ = ["Branch", "ProxyTransaction", "best_response", "choose_best"]
+__all__ = ["Branch", "ProxyTransaction", "best_response", "cancel_branch", "choose_best"]
 
 
 @dataclass(eq=False)
@@ -129,3 +131,18 @@ def best_response(ptx: ProxyTransaction) -> tuple[int, Branch | None]:
         # believe this proxy is unavailable); 500 is generated instead.
         return 500, None
     return best.status, best
+
+
+def cancel_branch(branch: Branch, layer: TransactionLayer, now: float) -> None:
+    """CANCEL a pending INVITE branch (RFC 3261 §9.1), or arm it for its first 1xx."""
+    if branch.cancelled or branch.response is not None or branch.tx_id is None:
+        return
+    if branch.request.method != "INVITE":
+        return  # only INVITE is worth cancelling; the others end by themselves
+    if not branch.provisional:
+        # §9.1: no CANCEL before a provisional arrived; it is sent when one does.
+        branch.cancel_wanted = True
+        return
+    branch.cancelled = True
+    with contextlib.suppress(TransactionError):
+        layer.send_request(make_cancel(branch.request), branch.dest, now)

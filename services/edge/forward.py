@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sipmesh.gen.sipmesh.v1 import common_pb2, router_pb2
-from sipmesh.sip import NameAddr, ParseError, Request, SipURI, parse_uri
+from sipmesh.sip import NameAddr, ParseError, Request, SipURI, parse_message, parse_uri
 from sipmesh.sip.transaction import MAGIC_COOKIE
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "add_via",
     "apply_edits",
     "decrement_max_forwards",
+    "edited_copy",
     "format_host",
     "new_branch",
     "next_hop",
@@ -198,3 +199,17 @@ def next_hop(request: Request, target: router_pb2.Target | None, own_edge_id: st
         except ParseError:
             return None
     return _uri_hop(request.uri)
+
+
+def edited_copy(base: Request, decision: router_pb2.Decision) -> Request:
+    """A copy of ``base`` with the decision's header edits, R-URI and body applied."""
+    copy = parse_message(bytes(base))
+    assert isinstance(copy, Request)
+    apply_edits(copy, decision.edits)
+    if decision.ruri:
+        copy.uri = decision.ruri
+    if decision.replace_body:
+        copy.body = decision.body
+        if decision.content_type:
+            copy.set("Content-Type", decision.content_type)
+    return copy

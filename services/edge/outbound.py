@@ -93,7 +93,7 @@ class Outbound:
         self,
         request: common_pb2.OutboundRequest,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> _Result:
         if not self._owned(request):
             return _Result(outcome=_Result.OUTCOME_NO_FLOW, detail="flow not owned here")
@@ -123,7 +123,7 @@ class Outbound:
         self,
         message: Request,
         target: router_pb2.Target | None,
-        timeout: float | None,  # noqa: ASYNC109
+        timeout: float | None,
     ) -> _Result:
         hop = fw.next_hop(message, target, self._edge_id)
         if hop is None:

@@ -32,7 +32,7 @@ from typing import Any
 from sipmesh.clients.interfaces import RouterClient
 from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2, router_pb2
 from sipmesh.sip import ParseError, Request, Response, parse_message
-from sipmesh.sip.stateless import make_cancel, make_response
+from sipmesh.sip.stateless import make_response
 from sipmesh.sip.transaction import (
     AckReceived,
     Address,
@@ -49,9 +49,15 @@ from sipmesh.sip.transaction import (
 )
 
 from . import forward as fw
-from .branches import Branch, ProxyTransaction, best_response
+from .branches import Branch, ProxyTransaction, best_response, cancel_branch
 from .nat import pop_ruri_alias
-from .replies import aggregate_challenges, local_reply, strip_own_via, transaction_event
+from .replies import (
+    aggregate_challenges,
+    apply_reply_edits,
+    local_reply,
+    strip_own_via,
+    transaction_event,
+)
 from .stateless import StatelessForwarder
 from .stats import EdgeStats
 from .txdriver import HANDOVER, TxDriver
@@ -200,17 +206,7 @@ class ProxyCore:
             ptx.authenticated_user = decision.authenticated_user
 
     def _edited_request(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> Request:
-        base = ptx.base if ptx.base is not None else ptx.request
-        copy = parse_message(bytes(base))
-        assert isinstance(copy, Request)
-        fw.apply_edits(copy, decision.edits)
-        if decision.ruri:
-            copy.uri = decision.ruri
-        if decision.replace_body:
-            copy.body = decision.body
-            if decision.content_type:
-                copy.set("Content-Type", decision.content_type)
-        return copy
+        return fw.edited_copy(ptx.base if ptx.base is not None else ptx.request, decision)
 
     def _execute(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> None:
         self._remember(ptx, decision)
@@ -359,13 +355,7 @@ class ProxyCore:
             self._remember(ptx, decision)
             if decision.WhichOneof("action") == "drop" and response.status < 200:
                 return  # a provisional the script chose not to relay
-            for edit in decision.edits:
-                if edit.op == common_pb2.HeaderEdit.OP_REMOVE:
-                    response.remove(edit.name)
-                elif edit.op in (common_pb2.HeaderEdit.OP_APPEND, common_pb2.HeaderEdit.OP_REPLACE):
-                    if edit.op == common_pb2.HeaderEdit.OP_REPLACE:
-                        response.remove(edit.name)
-                    response.add(edit.name, edit.value)
+            apply_reply_edits(response, decision.edits)
             self._handle_response(ptx, branch, response)
             self._driver.pump()
 
@@ -519,20 +509,7 @@ class ProxyCore:
                 self._cancel_branch(branch)
 
     def _cancel_branch(self, branch: Branch) -> None:
-        if branch.cancelled or branch.response is not None or branch.tx_id is None:
-            return
-        if branch.request.method != "INVITE":
-            return  # §9.1: only INVITE is worth cancelling; others end by themselves
-        if not branch.provisional:
-            # §9.1: no CANCEL before a provisional arrived; sent when one does.
-            branch.cancel_wanted = True
-            return
-        branch.cancelled = True
-        cancel = make_cancel(branch.request)
-        try:
-            self._layer.send_request(cancel, branch.dest, self._loop.time())
-        except TransactionError as exc:
-            log.debug("CANCEL not sent: %s", exc)
+        cancel_branch(branch, self._layer, self._loop.time())
 
     # -- ACK for 2xx and stateless relay -------------------------------------------------
 

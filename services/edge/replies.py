@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2
 from sipmesh.sip import ParseError, Request, Response, SipURI, parse_message
 from sipmesh.sip.stateless import make_response
 
 from .branches import Branch, ProxyTransaction
 
-__all__ = ["aggregate_challenges", "copy_response", "strip_own_via", "transaction_event"]
+__all__ = [
+    "aggregate_challenges",
+    "apply_reply_edits",
+    "copy_response",
+    "local_reply",
+    "strip_own_via",
+    "transaction_event",
+]
 
 
 def copy_response(response: Response) -> Response:
@@ -38,6 +47,18 @@ def aggregate_challenges(best: Response, branches: list[Branch]) -> None:
                 if value not in seen:
                     seen.add(value)
                     best.add(name, value)
+
+
+def apply_reply_edits(response: Response, edits: Iterable[common_pb2.HeaderEdit]) -> None:
+    """Header edits of reply_route on a reply (append_hf/remove_hf on $rs)."""
+    op = common_pb2.HeaderEdit
+    for edit in edits:
+        if edit.op in (op.OP_REMOVE, op.OP_REPLACE):
+            response.remove(edit.name)
+        if edit.op in (op.OP_APPEND, op.OP_REPLACE):
+            response.add(edit.name, edit.value)
+        elif edit.op == op.OP_INSERT:
+            response.add(edit.name, edit.value, first=True)
 
 
 def local_reply(

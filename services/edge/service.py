@@ -447,7 +447,7 @@ class EdgeService(MessageSink):
         self,
         request: common_pb2.OutboundRequest,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> edge_pb2.SendResult:
         """EdgeClient.send: send a request (or keep-alive) through a flow we own."""
         assert self.outbound is not None
@@ -457,7 +457,7 @@ class EdgeService(MessageSink):
         self,
         request: edge_pb2.EdgeInfoRequest,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> edge_pb2.EdgeInfo:
         listeners = [
             edge_pb2.EdgeInfo.Listener(

@@ -36,7 +36,7 @@ class FakeRouter:
         self,
         request: router_pb2.RouteRequest,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> router_pb2.Decision:
         self.calls.append(request)
         assert self.handler is not None
@@ -114,16 +114,16 @@ class Peer(asyncio.DatagramProtocol):
             data = data.replace("\n", "\r\n").encode()
         self.transport.sendto(data, ("127.0.0.1", port))
 
-    async def next(self, timeout: float = 5.0) -> Request | Response:  # noqa: ASYNC109
+    async def next(self, timeout: float = 5.0) -> Request | Response:
         return await asyncio.wait_for(self.inbox.get(), timeout)
 
-    async def next_response(self, timeout: float = 5.0) -> Response:  # noqa: ASYNC109
+    async def next_response(self, timeout: float = 5.0) -> Response:
         while True:
             msg = await self.next(timeout)
             if isinstance(msg, Response):
                 return msg
 
-    async def next_request(self, timeout: float = 5.0) -> Request:  # noqa: ASYNC109
+    async def next_request(self, timeout: float = 5.0) -> Request:
         while True:
             msg = await self.next(timeout)
             if isinstance(msg, Request):
