@@ -240,6 +240,8 @@ class EdgeService(MessageSink):
             return
         if verdict is not None:
             if isinstance(verdict, Answer):
+                if verdict.status == 416:
+                    self.stats.bad_uris_rcvd.inc()
                 self._answer(message, source, verdict.status, verdict.reason, verdict.headers)
             else:
                 self.stats.dropped(verdict.reason)
