@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from sipmesh.clients.interfaces import EdgeClient, RouterClient
 from sipmesh.edge.transport.base import MessageSink
 from sipmesh.edge.transport.manager import TransportManager
 from sipmesh.runtime.backends import BusModule, KvModule
 from sipmesh.runtime.context import Runtime
+from sipmesh.runtime.wiring import EdgeAnnouncer, advertised_grpc_address
 
 from .service import EdgeService, Transports
 
 __all__ = ["create"]
-
-
-def _router_client(runtime: Runtime) -> RouterClient:
-    """The router: sipmesh.runtime.wiring when it exists, else the local service object.
-
-    Resolved when the edge starts (the router, a soft dependency, starts first when
-    it runs in this process).
-    """
-    try:
-        wiring: Any = importlib.import_module("sipmesh.runtime.wiring")
-    except ModuleNotFoundError:
-        wiring = None
-    if wiring is not None and hasattr(wiring, "router_client"):
-        client: RouterClient = wiring.router_client(runtime)
-        return client
-    return runtime.get("router", RouterClient)  # type: ignore[type-abstract]
-
-
-def _edge_peers(runtime: Runtime) -> Any:
-    """edge_id -> EdgeClient for handing a branch to the edge owning a flow."""
-    try:
-        wiring: Any = importlib.import_module("sipmesh.runtime.wiring")
-    except ModuleNotFoundError:
-        return None
-    factory = getattr(wiring, "edge_client", None)
-    if factory is None:
-        return None
-    client: EdgeClient = factory(runtime)
-    return lambda edge_id: client
 
 
 def create(runtime: Runtime) -> EdgeService:
@@ -55,14 +23,24 @@ def create(runtime: Runtime) -> EdgeService:
             config.listen, sink, config.edge, clock=runtime.clock, metrics=runtime.metrics
         )
 
+    # Other components reach the flows this edge owns through its gRPC Edge.Send, so
+    # the edge announces where that is (only one instance owns a flow, DESIGN.md 4).
+    announcer = EdgeAnnouncer(
+        runtime.clients.edge_directory(),
+        config.instance_id,
+        advertised_grpc_address(config.grpc, config.grpc_advertise),
+    )
     service = EdgeService(
         config,
-        router=lambda: _router_client(runtime),
+        # Resolved at start: the router (a soft dependency) has started by then when
+        # it runs in this process; otherwise this is the gRPC stream client.
+        router=runtime.clients.router,
         kv=kv,
         bus=bus,
         transports=transports,
         metrics=runtime.metrics,
-        peers=_edge_peers(runtime),
+        peers=runtime.clients.edge,
+        announcer=announcer,
         clock=runtime.clock,
     )
     _register_grpc(runtime, service)

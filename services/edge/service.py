@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -55,17 +55,26 @@ class Transports(Sender, Protocol):
     def sip_address(self, transport: str, family: int) -> tuple[str, int]: ...
 
 
+class Announcer(Protocol):
+    """Publishes this edge's gRPC address while it runs (sipmesh.runtime.wiring)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class EdgeService(MessageSink):
     def __init__(
         self,
         config: SipmeshConfig,
         *,
-        router: RouterClient | Callable[[], RouterClient],
+        router: RouterClient | Callable[[], Awaitable[RouterClient]],
         kv: KVStore,
         transports: Callable[[MessageSink], Transports],
         metrics: CollectorRegistry,
         bus: EventBus | None = None,
-        peers: Callable[[str], EdgeClient | None] | None = None,
+        peers: Callable[[], Awaitable[EdgeClient]] | None = None,
+        announcer: Announcer | None = None,
         timers: TimerConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -74,7 +83,9 @@ class EdgeService(MessageSink):
         self._router_source = router
         self._kv = kv
         self._bus = bus
-        self._peers = peers
+        self._peers_source = peers
+        self._peers: EdgeClient | None = None
+        self._announcer = announcer
         self._clock = clock
         self.stats = EdgeStats(metrics)
         self.transports = transports(self)
@@ -116,9 +127,10 @@ class EdgeService(MessageSink):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        router = self._router_source
-        if not isinstance(router, RouterClient):
-            router = router()
+        source = self._router_source
+        router = source if isinstance(source, RouterClient) else await source()
+        if self._peers_source is not None:
+            self._peers = await self._peers_source()
         await self.transports.start()
         self._learn_addresses()
         ecfg = self.config.edge
@@ -159,9 +171,13 @@ class EdgeService(MessageSink):
             self._ka_task = loop.create_task(self._keepalive_loop())
         self.started_at = self._clock()
         self._running = True
+        if self._announcer is not None:
+            await self._announcer.start()
 
     async def stop(self, grace: float) -> None:
         self._running = False
+        if self._announcer is not None:
+            await self._announcer.stop()
         if self._ka_task is not None:
             self._ka_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -412,7 +428,7 @@ class EdgeService(MessageSink):
     def _handover(self, data: bytes, dest: Address) -> bool:
         assert dest.flow is not None
         edge_id, _, flow_id = dest.flow[len(HANDOVER) :].partition("|")
-        peer = self._peers(edge_id) if self._peers is not None else None
+        peer = self._peers
         if peer is None:
             return False
         request = common_pb2.OutboundRequest(

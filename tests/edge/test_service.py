@@ -136,7 +136,11 @@ async def test_branch_handed_to_the_edge_owning_the_flow(udp_peers: PeerFactory)
     router = FakeRouter(decide)
     edge_b = await start_edge(router)
     edges["b"] = edge_b
-    edge_a = await start_edge(router, peers=lambda eid: edge_b if eid == edge_b.edge_id else None)
+
+    async def peers() -> EdgeService:
+        return edge_b  # the one other edge: it owns the callee's flow
+
+    edge_a = await start_edge(router, peers=peers)
     try:
         caller.send(request_text("INVITE", "sip:bob@sipmesh.test", caller.port), udp_port(edge_a))
         assert (await caller.next_response()).status == 100
