@@ -16,6 +16,7 @@ from typing import Any
 from sipmesh.clients.grpc_servers import add_router_servicer
 from sipmesh.clients.interfaces import PresenceClient, RegistrarClient
 from sipmesh.router.cfgstore import CfgStore, router_cfg_vars
+from sipmesh.router.dns import DnsResolver, settings_from_config
 from sipmesh.router.env import RouterEnv
 from sipmesh.router.service import Resource, RouterService
 from sipmesh.router.tables import RoutingTables, load_tables
@@ -96,6 +97,8 @@ def create(runtime: Runtime) -> RouterService:
         myself=myself,
         registrar=registrar,
         presence=presence,
+        # RFC 3263 resolution of foreign domains (SIPOUT): NAPTR/SRV/A/AAAA, cached.
+        resolver=DnsResolver(settings_from_config(config), registry=runtime.metrics),
         call_timeout=max(0.1, settings.script_timeout * 0.8),
     )
 

@@ -8,7 +8,10 @@ edge, ``usrlocdb`` in the registrar, ``jsonrpc`` in the admin API); they live he
 that one place mirrors kamailio.cfg, and the router reports them to its script.
 """
 
-from pydantic import Field
+import ipaddress
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from sipmesh.runtime.sections.base import Section
 
@@ -66,3 +69,38 @@ class RouterConfig(Section):
         gt=0,
         description="seconds a replaced script version still serves its in-flight transactions",
     )
+    # RFC 3263 resolution of foreign domains (SIPOUT), services/router/dns.py.
+    dns_servers: list[str] = Field(
+        [], description="DNS servers IP or IP:port ([v6]:port); empty: /etc/resolv.conf"
+    )
+    dns_timeout: float = Field(
+        0.4, gt=0, description="seconds one DNS server has to answer before it is asked again"
+    )
+    dns_lifetime: float = Field(
+        0.7,
+        gt=0,
+        description="seconds one RFC 3263 resolution may take, then 408 (at most"
+        " 0.8 x script_timeout)",
+    )
+    dns_cache_size: int = Field(4096, ge=0, description="DNS record sets cached (0: no cache)")
+    prefer_ipv6: bool = Field(False, description="try AAAA addresses before A addresses")
+    dns_transports: list[Literal["udp", "tcp", "tls", "sctp", "ws", "wss"]] = Field(
+        [],
+        description="transports RFC 3263 may pick, preferred first; empty: the udp/tcp/tls/sctp"
+        " of listen",
+    )
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_servers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host = item.strip()
+            if host.startswith("["):
+                host = host[1:].split("]", 1)[0]
+            elif host.count(":") == 1:
+                host = host.split(":")[0]
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(f"DNS server {item!r} is not IP, IP:port or [IPv6]:port") from None
+        return value
