@@ -310,7 +310,7 @@ class DnsResolver:
         literal = _ip_literal(target)
         if literal is not None or parsed.port:
             # §4.1/§4.2: an IP literal or an explicit port means no NAPTR and no SRV.
-            transport = explicit or ("tls" if secure else self._plain_fallback())
+            transport = explicit or (self._secure_fallback() if secure else self._plain_fallback())
             port = parsed.port or default_port(transport)
             if literal is not None:
                 return [Hop(transport, literal, port)]

@@ -191,6 +191,7 @@ async def test_sips_without_naptr_uses_sips_srv(make: Make, server: DnsTestServe
     assert server.count("_sip._udp.secure.test", "SRV") == 0
     # TLS not enabled: a sips: URI cannot be reached.
     assert await failure(make(), "sips:eve@secure.test") == 503
+    assert await failure(make(), "sips:eve@192.0.2.31") == 503
 
 
 async def test_naptr_without_srv_records_falls_back_to_a(make: Make) -> None:
