@@ -1,0 +1,146 @@
+"""The dialog package's state from the call events of the bus (pua_dialoginfo's job).
+
+Consumed subjects (events.proto): ``sipmesh.dialog.<start|early|answer|end>``
+(DialogEvent) and ``sipmesh.transaction.INVITE`` / ``.BYE`` (TransactionEvent, what
+the edge publishes for every finished transaction: a 2xx INVITE confirms a call, a
+failure ends it, a BYE ends it). Each call gives two publications in ``presentity``
+(event "dialog"): the caller's (direction initiator) and the callee's (recipient),
+under entity tags derived from the Call-ID, so the events of one call update the
+same rows whichever instance processes them. A terminated call stays
+``dialog_linger`` seconds, so watchers see it end, then the sweep removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+from sipmesh.gen.sipmesh.v1 import events_pb2
+from sipmesh.presence.model import Publication, presentity_uri, split_uri
+from sipmesh.presence.packages.dialog import dialog_document
+from sipmesh.presence.store import PresenceStore
+from sipmesh.presence.subscriptions import Announce
+
+# A call's state is kept this long without news (Kamailio dialog's default_timeout).
+CALL_LIFETIME = 43200
+_STATE_RE = re.compile(rb"<state[^>]*>\s*[a-z]+\s*</state>")
+_DIALOG_STATES = {
+    events_pb2.DialogEvent.STATE_START: "trying",
+    events_pb2.DialogEvent.STATE_EARLY: "early",
+    events_pb2.DialogEvent.STATE_ANSWER: "confirmed",
+    events_pb2.DialogEvent.STATE_END: "terminated",
+}
+
+
+def _digest(call_id: str) -> str:
+    return hashlib.blake2s(call_id.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def etags(call_id: str) -> tuple[str, str]:
+    d = _digest(call_id)
+    return f"dlg-{d}-i", f"dlg-{d}-r"
+
+
+class CallState:
+    def __init__(self, store: PresenceStore, announce: Announce, linger: float) -> None:
+        self._store = store
+        self._announce = announce
+        self._linger = linger
+
+    async def on_envelope(self, envelope: events_pb2.Envelope, now: int) -> bool:
+        kind = envelope.WhichOneof("event")
+        if kind == "dialog":
+            ev = envelope.dialog
+            state = _DIALOG_STATES.get(ev.state)
+            if state is None:
+                return False
+            if state == "terminated" and not ev.caller:
+                await self.end(ev.call_id, ev.reason.split(" ", 1)[0] or "bye", now)
+                return True
+            await self.update(
+                state,
+                ev.call_id,
+                ev.from_tag,
+                ev.to_tag,
+                ev.caller,
+                ev.callee or ev.ruri,
+                now,
+                ev.reason.split(" ", 1)[0],
+            )
+            return True
+        if kind == "transaction":
+            tx = envelope.transaction
+            if tx.method == "BYE":
+                await self.end(tx.call_id, "bye", now)
+                return True
+            if tx.method != "INVITE" or tx.status < 200:
+                return False
+            caller = presentity_uri(tx.from_user, tx.from_domain)
+            callee = presentity_uri(tx.to_user, tx.to_domain)
+            if tx.status < 300:
+                await self.update(
+                    "confirmed", tx.call_id, tx.from_tag, tx.to_tag, caller, callee, now
+                )
+            else:
+                reason = "cancelled" if tx.status == 487 else "rejected"
+                await self.update(
+                    "terminated", tx.call_id, tx.from_tag, tx.to_tag, caller, callee, now, reason
+                )
+            return True
+        return False
+
+    async def update(
+        self,
+        state: str,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        caller: str,
+        callee: str,
+        now: int,
+        reason: str = "",
+    ) -> None:
+        dialog_id = _digest(call_id + "\x00" + from_tag)
+        etag_i, etag_r = etags(call_id)
+        expires = now + (int(self._linger) if state == "terminated" else CALL_LIFETIME)
+        sides = (
+            (caller, callee, "initiator", from_tag, to_tag, etag_i),
+            (callee, caller, "recipient", to_tag, from_tag, etag_r),
+        )
+        for entity, remote, direction, local_tag, remote_tag, etag in sides:
+            user, domain = split_uri(entity)
+            if not user or not domain:
+                continue
+            uri = presentity_uri(user, domain)
+            body = dialog_document(
+                uri,
+                dialog_id=dialog_id,
+                call_id=call_id,
+                local_tag=local_tag,
+                remote_tag=remote_tag,
+                direction=direction,
+                state=state,
+                local_identity=uri,
+                remote_identity=remote,
+                event=reason,
+            )
+            await self._store.upsert_publication(
+                Publication(user, domain, "dialog", etag, expires, now, body, "calls"),
+                uuid.uuid4().hex,
+            )
+            await self._announce("dialog", uri)
+
+    async def end(self, call_id: str, reason: str, now: int) -> None:
+        """The call is over (BYE): both sides' dialogs become terminated."""
+        expires = now + int(self._linger)
+        for pub in await self._store.publications_by_etag("dialog", list(etags(call_id))):
+            terminated = f'<state event="{reason}">terminated</state>'.encode()
+            body = _STATE_RE.sub(terminated, pub.body, count=1)
+            await self._store.upsert_publication(
+                Publication(
+                    pub.username, pub.domain, "dialog", pub.etag, expires, now, body, "calls"
+                ),
+                uuid.uuid4().hex,
+            )
+            await self._announce("dialog", presentity_uri(pub.username, pub.domain))
