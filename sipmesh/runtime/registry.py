@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Awaitable
 
 from sipmesh.runtime.backends import BusModule, DbModule, KvModule, LocationModule
+from sipmesh.runtime.cluster import ClusterModule
 from sipmesh.runtime.context import Runtime
 from sipmesh.runtime.grpc_server import GrpcServerService
 from sipmesh.runtime.http import HttpService
@@ -58,6 +59,8 @@ def default_modules() -> list[ModuleSpec]:
         ModuleSpec("location", LocationModule, internal=True),
         ModuleSpec("db", DbModule, internal=True),
         ModuleSpec("bus", BusModule, internal=True),
+        # Answers the admin service's cluster-wide questions (stats, info, log level).
+        ModuleSpec("cluster", ClusterModule, depends_on=("kv", "bus"), internal=True),
         # Frontend: started after every servicer is registered, stopped first.
         ModuleSpec("grpc-server", GrpcServerService, internal=True, frontend=True),
     ]
@@ -66,7 +69,7 @@ def default_modules() -> list[ModuleSpec]:
             ModuleSpec(
                 target,
                 _target_factory(package, target),
-                depends_on=("http", *depends),
+                depends_on=("http", "cluster", *depends),
                 uses=uses,
             )
         )
