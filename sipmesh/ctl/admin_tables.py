@@ -89,8 +89,8 @@ def add_table_verbs(verbs: Any, parser_class: type[argparse.ArgumentParser]) -> 
     sub(g, "speeddial", "show", "list entries", ("owner", opt))
 
     g = verb("domain", "domains: add DOMAIN | rm DOMAIN | show")
-    sub(g, "domain", "add", "add a domain", ("domain",), ("did", opt))
-    sub(g, "domain", "rm", "remove a domain", ("domain",))
+    sub(g, "domain", "add", "add a domain", ("domain_name", {"metavar": "DOMAIN"}), ("did", opt))
+    sub(g, "domain", "rm", "remove a domain", ("domain_name", {"metavar": "DOMAIN"}))
     sub(g, "domain", "show", "list domains")
 
     g = verb("address", "permissions' address table: add GRP IP [MASK] [PORT] [TAG] | rm | show")
@@ -137,7 +137,7 @@ def add_table_verbs(verbs: Any, parser_class: type[argparse.ArgumentParser]) -> 
         "dispatcher",
         "set-state",
         "set-state STATE SETID URI (active|inactive|probing|disabled)",
-        ("state",),
+        ("new_state", {"metavar": "STATE"}),
         ("setid", {"type": int}),
         ("uri",),
     )
@@ -261,11 +261,11 @@ async def _sd_show(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
 
 
 async def _domain_add(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
-    return _done(await api.domain_add(pb.Domain(domain=a.domain, did=a.did)), a.domain)
+    return _done(await api.domain_add(pb.Domain(domain=a.domain_name, did=a.did)), a.domain_name)
 
 
 async def _domain_rm(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
-    return _done(await api.domain_remove(pb.Domain(domain=a.domain)), a.domain)
+    return _done(await api.domain_remove(pb.Domain(domain=a.domain_name)), a.domain_name)
 
 
 async def _domain_show(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
@@ -331,9 +331,9 @@ async def _ds_rm(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
 
 
 async def _ds_state(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
-    state = STATES.get(a.state.lower())
+    state = STATES.get(a.new_state.lower())
     if state is None:
-        raise InvalidArgument(f"state {a.state!r}: active, inactive, probing or disabled")
+        raise InvalidArgument(f"state {a.new_state!r}: active, inactive, probing or disabled")
     reply = await api.dispatcher_set_state(
         pb.DispatcherSetStateRequest(
             setid=_unsigned(a.setid, "setid"), destination=a.uri, state=state

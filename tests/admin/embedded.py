@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,37 @@ async def ahttp(
     method: str, url: str, body: object | None = None, token: str | None = WRITE
 ) -> tuple[int, Any]:
     return await asyncio.to_thread(http, method, url, body, token)
+
+
+@contextlib.contextmanager
+def threaded(tmp: Path, **extra: Any) -> Iterator[Embedded]:
+    """The in-process sipmesh on its own event loop in a thread, for blocking callers
+    (the CLI's asyncio.run, schemathesis, a browser)."""
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+    holder: list[Embedded] = []
+    failure: list[BaseException] = []
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        try:
+            async with embedded(tmp, **extra) as running:
+                holder.append(running)
+                stop.append(asyncio.Event())
+                ready.set()
+                await stop[0].wait()
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            raise
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    if not ready.wait(30) or failure:
+        raise RuntimeError(f"sipmesh did not start: {failure}")
+    try:
+        yield holder[0]
+    finally:
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(30)
+        loop.close()
