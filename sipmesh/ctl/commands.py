@@ -55,10 +55,19 @@ def register_ctl(subparsers: Any) -> None:
     ul_rm = ul_verbs.add_parser("rm", help="remove the bindings of an AOR (or one contact)")
     ul_rm.add_argument("aor", metavar="AOR")
     ul_rm.add_argument("contact", metavar="CONTACT", nargs="?", default="")
+    ctl.add_argument("--admin", metavar="HOST:PORT", help="admin gRPC API (live verbs)")
+    from sipmesh.ctl.admin_verbs import add_ul_add, add_verbs  # issue 11's verbs
+
+    add_ul_add(ul_verbs)
+    add_verbs(verbs, type(ctl))
     ctl.set_defaults(func=run_ctl)
 
 
 def run_ctl(args: argparse.Namespace) -> int:
+    runner = getattr(args, "ctl_runner", None)
+    if runner is not None:  # a verb of sipmesh/ctl/admin_verbs.py
+        status: int = runner(args)
+        return status
     try:
         return asyncio.run(_run(args))
     except CtlError as exc:
