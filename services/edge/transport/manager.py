@@ -75,6 +75,8 @@ class TransportManager:
         self._client_tls: ssl.SSLContext | None = None
         self._ctx: StreamContext | None = None
         self._advertise = _parse_advertise(config.advertise)
+        # SIP capture of sent messages (sipmesh.observe.capture); None: no work at all.
+        self.mirror: Callable[[bytes, Flow], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -196,6 +198,12 @@ class TransportManager:
     async def _close_listeners(self) -> None:
         for listener in self._datagram.values():
             listener.close()
+        for listener in self._datagram.values():
+            if isinstance(listener, UdpListener):
+                # The socket is released on a later loop turn: wait, so that a
+                # restart in the same process can bind the port again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(listener.closed), 1.0)
         self._datagram.clear()
         for server in self._servers:
             server.close()
@@ -253,6 +261,8 @@ class TransportManager:
 
     def send(self, data: bytes, flow: Flow) -> None:
         """Send over ``flow``: the same UDP socket to its peer, or its connection."""
+        if self.mirror is not None:
+            self.mirror(data, flow)
         if flow.transport in ("udp", "sctp"):
             listener = self._datagram.get(flow.listener)
             if listener is None:
@@ -280,6 +290,8 @@ class TransportManager:
             listener = self._datagram_for(transport, family_of(ip))
             flow = listener.make_flow(ip, port)
             listener.send(data, (ip, port))
+            if self.mirror is not None:
+                self.mirror(data, flow)
             return flow
         if transport not in ("tcp", "tls", "ws", "wss"):
             raise TransportError(f"unknown transport {transport!r}")
@@ -287,6 +299,8 @@ class TransportManager:
         if conn is None:
             conn = await self._connection_to(transport, ip, port, host)
         conn.write(data)
+        if self.mirror is not None:
+            self.mirror(data, conn.flow)
         return conn.flow
 
     # -- internals ---------------------------------------------------------------------

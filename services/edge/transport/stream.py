@@ -18,6 +18,7 @@ import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from sipmesh.edge.transport.base import Flow, MessageSink, TransportError
 from sipmesh.edge.transport.flows import FlowTable, normalize_ip
@@ -136,7 +137,8 @@ class StreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not subclass asyncio.Transport: cast, not isinstance.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         remote = _addr(transport.get_extra_info("peername"))
         local = _addr(transport.get_extra_info("sockname"))

@@ -49,6 +49,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self._flows: dict[object, Flow] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = (spec.host, spec.port)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not every loop's datagram transport subclasses asyncio.DatagramTransport.
@@ -80,6 +81,10 @@ class UdpListener(asyncio.DatagramProtocol):
     def make_flow(self, ip: str, port: int) -> Flow:
         name = self.spec.name
         return Flow("udp", (ip, port), self.local, name, f"udp|{name}|{ip}|{port}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: UDP has no connection to tear down.
