@@ -67,6 +67,7 @@ class WsConnection:
         self._closing = False
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
+        self._idle: asyncio.TimerHandle | None = None
         subject = ""
         if transport_name == "wss":
             subject = peer_subject(ws.transport.get_extra_info("ssl_object"))
@@ -110,7 +111,7 @@ class WsConnection:
         """Serve the connection until it closes (the handler task of the connection)."""
         ctx = self._ctx
         writer = asyncio.create_task(self._writer())
-        idle = self._loop.call_later(ctx.lifetime, self._check_idle)
+        self._idle = self._loop.call_later(ctx.lifetime, self._check_idle)
         try:
             async for frame in self._ws:
                 self._last_activity = self._loop.time()
@@ -128,7 +129,8 @@ class WsConnection:
             elif exc.rcvd is None:
                 ctx.stats.con_reset.labels(self._name).inc()
         finally:
-            idle.cancel()
+            if self._idle is not None:
+                self._idle.cancel()
             self._closing = True
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,7 +161,7 @@ class WsConnection:
             self._ctx.stats.con_timeout.labels(self._name).inc()
             self.close()
         else:
-            self._loop.call_later(self._ctx.lifetime - idle, self._check_idle)
+            self._idle = self._loop.call_later(self._ctx.lifetime - idle, self._check_idle)
 
 
 def _offers_sip(headers: Headers) -> bool:

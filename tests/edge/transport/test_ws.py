@@ -133,3 +133,21 @@ async def test_send_to_ws_reuses_client_connection_or_dials(make_manager: Any, k
     assert server.sink.messages[1][0] == kit.options(9)
     assert out.transport == "ws"
     assert client.manager.flow(out.flow_id) == out
+
+
+async def test_ws_idle_lifetime_and_stop(make_manager: Any, kit: Any) -> None:
+    made = await make_manager(["ws:127.0.0.1:0"], tcp_connection_lifetime=0.3)
+    url = f"ws://127.0.0.1:{made.port('ws')}/"
+    async with asyncio.timeout(10), connect(url, subprotocols=SIP) as ws:
+        await ws.send(kit.options())
+        await ws.wait_closed()  # idle past the lifetime: the server closes
+    assert ws.close_code == 1000
+    assert made.metric("sipmesh_tcp_con_timeout_total", transport="ws") == 1
+    other = await make_manager(["ws:127.0.0.1:0"])
+    url = f"ws://127.0.0.1:{other.port('ws')}/"
+    async with asyncio.timeout(10), connect(url, subprotocols=SIP) as ws:
+        await ws.send(kit.options())
+        await other.sink.wait_for(lambda: len(other.sink.messages) == 1)
+        await other.manager.stop(0.1)
+        await ws.wait_closed()
+    assert other.sink.closed == [other.sink.messages[0][1]]
