@@ -112,7 +112,7 @@ class SipmeshConfig(Section):
     def _listeners(cls, value: list[str]) -> list[str]:
         for item in value:
             match = _LISTEN_RE.match(item)
-            if not match or not 0 < int(match.group(3)) < 65536:
+            if not match or not 0 <= int(match.group(3)) < 65536:  # 0: any free port
                 raise ValueError(f"{item!r} is not PROTO:HOST:PORT (e.g. udp:0.0.0.0:5060)")
         return value
 
