@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 from sipmesh.gen.sipmesh.v1 import common_pb2, router_pb2
 from sipmesh.router.facets import AuthFacet, MediaFacet, PresenceFacet, RegistrarFacet
 from sipmesh.router.resolve import Hop, ResolveError
+from sipmesh.router.tablefacets import DialplanFacet, DispatcherFacet, LcrFacet
 from sipmesh.router.targets import TRANSPORT_NAMES, Target, serial_groups
 from sipmesh.router.txstate import TxState, VarValue
 from sipmesh.sip import Request, Response, SipURI, parse_uri
@@ -107,6 +108,9 @@ class Ctx:
         self.registrar = RegistrarFacet(self, env)
         self.presence = PresenceFacet(self, env)
         self.media = MediaFacet(self)
+        self.ds = DispatcherFacet(self, env)
+        self.lcr = LcrFacet(self, env)
+        self.dp = DialplanFacet(self, env)
 
     # -- facts of the request ---------------------------------------------------
 

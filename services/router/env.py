@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from sipmesh.clients.interfaces import PresenceClient, RegistrarClient
 from sipmesh.gen.sipmesh.v1 import common_pb2
 from sipmesh.router.cfgstore import CfgStore
+from sipmesh.router.dialplan import Dialplan
+from sipmesh.router.dispatcher import Dispatcher
+from sipmesh.router.lcr import LcrTables
 from sipmesh.router.resolve import Resolver, SimpleResolver
 from sipmesh.router.tables import RoutingTables
 from sipmesh.router.targets import Myself
@@ -31,6 +34,11 @@ class RouterEnv:
     # WITH_MULTIDOMAIN), recomputed by the service whenever the tables change.
     myself: Myself
     tables: RoutingTables = field(default_factory=RoutingTables)
+    # Dispatcher sets and states (live object), LCR and dialplan snapshots (swapped
+    # whole on reload, see datasets.py).
+    dispatcher: Dispatcher = field(default_factory=Dispatcher)
+    lcr: LcrTables = field(default_factory=LcrTables)
+    dialplan: Dialplan = field(default_factory=Dialplan)
     registrar: RegistrarClient | None = None
     presence: PresenceClient | None = None
     resolver: Resolver = field(default_factory=SimpleResolver)

@@ -16,7 +16,17 @@ from typing import Any
 from sipmesh.clients.grpc_servers import add_router_servicer
 from sipmesh.clients.interfaces import PresenceClient, RegistrarClient
 from sipmesh.router.cfgstore import CfgStore, router_cfg_vars
+from sipmesh.router.datasets import Loaders, RoutingDatasets
+from sipmesh.router.dispatcher import Dispatcher
 from sipmesh.router.dns import DnsResolver, settings_from_config
+from sipmesh.router.dsprobe import (
+    EdgeProbeSender,
+    Prober,
+    ProbeSender,
+    ProbeSettings,
+    UdpProbeSender,
+    parse_reply_codes,
+)
 from sipmesh.router.env import RouterEnv
 from sipmesh.router.service import Resource, RouterService
 from sipmesh.router.tables import RoutingTables, load_tables
@@ -100,6 +110,13 @@ def create(runtime: Runtime) -> RouterService:
         # RFC 3263 resolution of foreign domains (SIPOUT): NAPTR/SRV/A/AAAA, cached.
         resolver=DnsResolver(settings_from_config(config), registry=runtime.metrics),
         call_timeout=max(0.1, settings.script_timeout * 0.8),
+        dispatcher=Dispatcher(
+            kv,
+            bus,
+            instance_id=config.instance_id,
+            state_refresh=settings.ds_state_refresh,
+            call_lifetime=settings.ds_call_lifetime,
+        ),
     )
 
     async def tables() -> RoutingTables:
@@ -120,9 +137,32 @@ def create(runtime: Runtime) -> RouterService:
         metrics=runtime.metrics,
         clock=runtime.clock,
         resources=owned,
+        datasets=RoutingDatasets(env, Loaders.from_db(db), _prober(runtime, env, kv)),
     )
     _register_grpc(runtime, service)
     return service
+
+
+def _prober(runtime: Runtime, env: RouterEnv, kv: Any) -> Prober | None:
+    """The dispatcher's OPTIONS prober (one active instance at a time, KV lease)."""
+    s = runtime.config.router
+    if s.ds_ping_interval <= 0:
+        return None
+    sender: ProbeSender
+    if s.ds_ping_via_edge and runtime.clients.is_available("edge"):
+        sender = EdgeProbeSender(runtime.clients.edge)
+    else:
+        sender = UdpProbeSender(("0.0.0.0", 0))
+    settings = ProbeSettings(
+        interval=s.ds_ping_interval,
+        timeout=s.ds_ping_timeout,
+        probing_threshold=s.ds_probing_threshold,
+        inactive_threshold=s.ds_inactive_threshold,
+        reply_codes=parse_reply_codes(s.ds_ping_reply_codes),
+        mode=s.ds_probing_mode,
+        from_uri=s.ds_ping_from,
+    )
+    return Prober(env.dispatcher, sender, settings, kv=kv, instance_id=runtime.config.instance_id)
 
 
 def _target_of(client: object) -> str:

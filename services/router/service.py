@@ -21,6 +21,8 @@ from sipmesh.clients.errors import InvalidArgument
 from sipmesh.gen.sipmesh.v1 import events_pb2, router_pb2
 from sipmesh.router.api import Ctx
 from sipmesh.router.cfgstore import CfgStore
+from sipmesh.router.datasets import KINDS as DATASET_KINDS
+from sipmesh.router.datasets import RoutingDatasets
 from sipmesh.router.env import RouterEnv
 from sipmesh.router.reload import ReloadResult, ScriptVersions, VersionInfo
 from sipmesh.router.runner import (
@@ -55,7 +57,13 @@ _DEFAULT_ROUTE = {
     router_pb2.ROUTE_KIND_FAILURE: "failure_route",
 }
 # Bus subjects (without the bus prefix; see proto/sipmesh/v1/events.proto).
-RELOAD_SUBJECTS = ("reload.script", "reload.all")
+RELOAD_SUBJECTS = (
+    "reload.script",
+    "reload.all",
+    "reload.dispatcher",
+    "reload.lcr",
+    "reload.dialplan",
+)
 CFG_SUBJECT = "router.cfg"
 
 
@@ -97,8 +105,10 @@ class RouterService:
         metrics: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
         resources: Sequence[Resource] = (),
+        datasets: RoutingDatasets | None = None,
     ) -> None:
         self._resources = list(resources)
+        self.datasets = datasets
         self.env = env
         self._base_myself = base_myself
         self._tables_loader = tables_loader
@@ -129,6 +139,8 @@ class RouterService:
         )
         self._metrics.loaded_at.set(script.loaded_at)
         await self.reload_tables()
+        if self.datasets is not None:
+            await self.datasets.start()
         await self.env.cfg.refresh()
         if self._bus is not None:
             for subject in RELOAD_SUBJECTS:
@@ -149,6 +161,8 @@ class RouterService:
         pending = list(self.env.background)
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        if self.datasets is not None:
+            await self.datasets.stop()
         for resource in self._resources:
             await resource.close()
 
@@ -260,15 +274,28 @@ class RouterService:
         self.env.myself = myself
 
     async def reload(self, script: str | None = None, what: str = "all") -> ReloadResult:
-        """Reload the script (and, for "all"/"script", the routing tables)."""
+        """Reload ``what``: "script" (the script and the routing tables), "dispatcher",
+        "lcr", "dialplan" (that table only) or "all" (everything).
+
+        Each part is loaded completely before it replaces the running one; on an
+        error the running part stays and the result says why.
+        """
         if self._versions is None:
             raise RuntimeError("router not started")
-        result = await self._versions.reload(script, self._load_timeout())
-        if result.ok:
+        if what in DATASET_KINDS:
+            result = ReloadResult(True, self._versions.info())
+        else:
+            result = await self._versions.reload(script, self._load_timeout())
+            if result.ok:
+                try:
+                    await self.reload_tables()
+                except Exception as exc:
+                    result = ReloadResult(False, result.version, f"tables: {exc}", result.changed)
+        if result.ok and self.datasets is not None and what != "script":
             try:
-                await self.reload_tables()
+                await self.datasets.reload(what)
             except Exception as exc:
-                result = ReloadResult(False, result.version, f"tables: {exc}", result.changed)
+                result = ReloadResult(False, result.version, f"{what}: {exc}", result.changed)
         self._metrics.reloads.labels("ok" if result.ok else "error").inc()
         if result.ok:
             self._metrics.loaded_at.set(result.version.loaded_at)
@@ -287,7 +314,8 @@ class RouterService:
             return
         if env.WhichOneof("event") != "reload" or not env.reload.request:
             return  # our own (or another instance's) outcome
-        result = await self.reload(what=env.reload.what or "all")
+        what = env.reload.what or message.subject.rsplit(".", 1)[-1]
+        result = await self.reload(what=what)
         if self._bus is None:
             return
         out = events_pb2.Envelope(
@@ -296,7 +324,7 @@ class RouterService:
             instance=self._instance,
             service="router",
             reload=events_pb2.ReloadEvent(
-                what=env.reload.what or "script",
+                what=what,
                 request=False,
                 ok=result.ok,
                 error=result.error,
@@ -304,6 +332,11 @@ class RouterService:
             ),
         )
         await self._bus.publish(message.subject, out.SerializeToString())
+
+    async def dispatcher_set_state(self, setid: int, uri: str, state: str) -> None:
+        """ds.set_state for every instance (``sipmesh ctl dispatcher set-state``);
+        KeyError for an unknown destination, ValueError for an unknown state."""
+        await self.env.dispatcher.set_state(setid, uri, state)
 
     async def _on_cfg_event(self, message: Message) -> None:
         await self.env.cfg.refresh()

@@ -90,6 +90,43 @@ class RouterConfig(Section):
         " of listen",
     )
 
+    # Dispatcher (services/router/dispatcher.py, dsprobe.py): Kamailio's ds_* parameters.
+    ds_ping_interval: float = Field(
+        10.0, ge=0, description="seconds between OPTIONS probes of dispatcher destinations (0: off)"
+    )
+    ds_ping_timeout: float = Field(
+        2.0, gt=0, description="seconds a probe waits for its final response (no answer: failure)"
+    )
+    ds_probing_threshold: int = Field(
+        1, ge=1, description="failed probes before an active destination is marked inactive"
+    )
+    ds_inactive_threshold: int = Field(
+        1, ge=1, description="answered probes before an inactive destination is active again"
+    )
+    ds_ping_reply_codes: str = Field(
+        "class=2",
+        description="replies that count as alive: Kamailio's 'class=2;code=403;code=488'",
+    )
+    ds_probing_mode: Literal[0, 1, 2] = Field(
+        1,
+        description="what is probed: 0 inactive or flagged (flags 8), 1 every destination,"
+        " 2 inactive ones",
+    )
+    ds_ping_from: str = Field("sip:dispatcher@localhost", description="From URI of the probes")
+    ds_ping_via_edge: bool = Field(
+        True, description="send probes through the SIP edge (else from a UDP socket of the router)"
+    )
+    ds_state_refresh: float = Field(
+        5.0, gt=0, description="seconds between re-reads of destination states from the KV store"
+    )
+    ds_failover_codes: str = Field(
+        "5[0-9][0-9]|408",
+        description="statuses (regular expression) after which ds.should_failover() is true",
+    )
+    ds_call_lifetime: float = Field(
+        7200.0, gt=0, description="seconds a call counts for call-load (alg 10) without its end"
+    )
+
     @field_validator("dns_servers")
     @classmethod
     def _dns_servers(cls, value: list[str]) -> list[str]:
