@@ -21,6 +21,7 @@ from sipmesh.clients.errors import ServiceError
 from sipmesh.clients.interfaces import EdgeClient
 from sipmesh.gen.sipmesh.v1 import common_pb2, edge_pb2, presence_pb2
 from sipmesh.presence.model import split_uri
+from sipmesh.presence.notifier import presence_via
 from sipmesh.presence.replies import Reject, reply
 from sipmesh.runtime.sections.presence import PresenceConfig
 from sipmesh.sip import Request
@@ -149,7 +150,8 @@ def message_request(row: Row, binding: common_pb2.Binding) -> Request:
     transaction outside any dialog), with the original time in Date (RFC 3261 §20.17)."""
     body = row["body"]
     payload = bytes(body) if body is not None else b""
-    headers: list[tuple[str, str]] = [("Route", p) for p in binding.path]
+    headers: list[tuple[str, str]] = [("Via", presence_via(row["dst_addr"]))]
+    headers += [("Route", p) for p in binding.path]
     headers += [
         ("Max-Forwards", "70"),
         ("From", f"<{row['src_addr']}>;tag={secrets.token_hex(6)}"),

@@ -3,8 +3,9 @@
 The NOTIFY is built from the stored dialog: Request-URI = the subscriber's Contact
 (remote target), Route = the SUBSCRIBE's Record-Route in order (UAS route set,
 §12.1.1), From/To = the SUBSCRIBE's To/From with the dialog's tags, our own CSeq
-space. It carries no Via: the edge that sends it adds its own (it is that edge's
-client transaction).
+space. It carries one Via of the presence server: the edge that sends it parses it as a
+complete request (RFC 3261 §8.1.1: Via is mandatory) and puts its own Via on top,
+as a proxy would, so the response returns to that edge's client transaction.
 
 It is handed to the edge that owns the watcher's flow (RFC 5626 §5.3: the only way
 through a NAT or over the watcher's TCP/TLS/WS connection), which reports the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import secrets
 
 from sipmesh.clients.errors import ServiceError
 from sipmesh.clients.interfaces import EdgeClient
@@ -52,7 +54,8 @@ def build_notify(
         sub_state = "terminated" + (f";reason={reason}" if reason else "")
     else:
         sub_state = f"{state};expires={max(expires, 0)}"
-    headers: list[tuple[str, str]] = [("Route", r) for r in sub.route_set]
+    headers: list[tuple[str, str]] = [("Via", presence_via(sub.local_contact))]
+    headers += [("Route", r) for r in sub.route_set]
     local = presentity_uri(sub.to_user, sub.to_domain)
     remote = presentity_uri(sub.from_user, sub.from_domain)
     headers += [
@@ -72,6 +75,12 @@ def build_notify(
         headers.append(("Content-Type", content_type))
     headers.append(("Content-Length", str(len(payload))))
     return Request("NOTIFY", sub.contact, headers, payload)
+
+
+def presence_via(local_contact: str) -> str:
+    """The presence server's own Via, below the sending edge's (a fresh branch)."""
+    hostport = local_contact.split(":", 1)[-1].split(";", 1)[0].split("@")[-1] or "invalid"
+    return f"SIP/2.0/UDP {hostport};branch=z9hG4bK{secrets.token_hex(8)}"
 
 
 class Notifier:
