@@ -128,7 +128,13 @@ class AccountingConsumer:
         """Stop pulling; an event being handled is not acked and comes again."""
         subs, self._subs = self._subs, []
         for sub in subs:
-            await sub.stop()
+            try:
+                # Bounded: a stop stuck on a dead connection must not hang shutdown;
+                # whatever was not acked is delivered again anyway.
+                async with asyncio.timeout(10.0):
+                    await sub.stop()
+            except TimeoutError:
+                log.warning("accounting: a consumer did not stop within 10 s")
 
     async def handle(self, message: Message) -> None:
         """Record one event; return only once committed (the bus then acks it)."""
