@@ -60,6 +60,9 @@ def register_ctl(subparsers: Any) -> None:
 
     add_ul_add(ul_verbs)
     add_verbs(verbs, type(ctl))
+    from sipmesh.ctl.acc import register_acc_verbs  # issue 9's verbs: acc, cdr
+
+    register_acc_verbs(verbs)
     ctl.set_defaults(func=run_ctl)
 
 
@@ -115,6 +118,12 @@ async def _run(args: argparse.Namespace) -> int:
 async def _dispatch(args: argparse.Namespace, config: SipmeshConfig, db: Any) -> int:
     reg = config.registrar
     verb = args.ctl_verb
+    if verb in ("acc", "cdr"):  # sipmesh/ctl/acc.py
+        from sipmesh.ctl.acc import run_acc_verb
+
+        status, text = await run_acc_verb(args, db)
+        print(text, file=sys.stdout if status == EXIT_OK else sys.stderr)
+        return status
     if verb in ("add", "passwd"):
         aor = _aor(args.aor, config)
         op = add_subscriber if verb == "add" else change_password
