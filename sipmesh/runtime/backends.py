@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from sipmesh.runtime.context import Runtime
 
 if TYPE_CHECKING:
+    from sipmesh.runtime.config import SipmeshConfig
     from sipmesh.state.bus import EventBus
     from sipmesh.state.db import Database
     from sipmesh.state.kv import KVStore
@@ -74,9 +75,21 @@ class _HealthWatch:
 
 
 # Every key and subject sipmesh writes lives under this prefix, so a Redis or NATS
-# server shared with other applications keeps them apart.
+# server shared with other applications keeps them apart. These are the defaults;
+# the configured ``namespace`` (regions, several installations on one server)
+# replaces "sipmesh" (key_prefix / subject_prefix below).
 KEY_PREFIX = "sipmesh:"
 SUBJECT_PREFIX = "sipmesh"
+
+
+def key_prefix(config: SipmeshConfig) -> str:
+    """The Redis key prefix of this installation (``<namespace>:``)."""
+    return config.namespace + ":"
+
+
+def subject_prefix(config: SipmeshConfig) -> str:
+    """The NATS subject prefix of this installation (``<namespace>``)."""
+    return config.namespace
 
 
 class _BackendModule(Generic[B]):
@@ -122,7 +135,7 @@ class KvModule(_BackendModule["KVStore"]):
     async def _open(self) -> KVStore:
         from sipmesh.state.factory import open_kv
 
-        store = open_kv(self._config.state, prefix=KEY_PREFIX)
+        store = open_kv(self._config.state, prefix=key_prefix(self._config))
         await store.ping()
         return store
 
@@ -139,7 +152,7 @@ class LocationModule(_BackendModule["LocationStore"]):
     async def _open(self) -> LocationStore:
         from sipmesh.state.factory import open_location
 
-        store = open_location(self._config.state, prefix=KEY_PREFIX)
+        store = open_location(self._config.state, prefix=key_prefix(self._config))
         await store.ping()
         return store
 
@@ -176,7 +189,7 @@ class BusModule(_BackendModule["EventBus"]):
     async def _open(self) -> EventBus:
         from sipmesh.state.factory import open_bus
 
-        return await open_bus(self._config.bus, prefix=SUBJECT_PREFIX)
+        return await open_bus(self._config.bus, prefix=subject_prefix(self._config))
 
     @property
     def bus(self) -> EventBus:
