@@ -6,8 +6,7 @@ store. Runtime values are the router's cfg values in the key/value store, follow
 by the ``router.cfg`` broadcast every router instance re-reads on
 (services/router/cfgstore.py). Statistics, instance info and log levels are asked
 of every process over the bus (sipmesh/runtime/cluster.py); reloads are the
-``reload.script`` / ``reload.all`` ReloadEvent requests the routers answer on the
-same subject.
+``reload.<what>`` ReloadEvent requests the routers answer on the same subject.
 """
 
 from __future__ import annotations
@@ -264,7 +263,9 @@ class LiveOps(AdminBase):
         await self.audit("reload", request, ok=True)
         bus = self.need_bus()
         expected = await self._router_instances()
-        subject = "reload.script" if what == "script" else "reload.all"
+        # The router listens on reload.<what> (script, all, and per table: dispatcher,
+        # lcr, dialplan reload only that table) and answers on the same subject.
+        subject = f"reload.{what}"
         results: dict[str, admin_pb2.InstanceResult] = {}
         done = asyncio.Event()
 
