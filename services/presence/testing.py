@@ -83,7 +83,7 @@ def source(edge_id: str = "edge-1", port: int = 5070) -> common_pb2.Source:
 
 def sip(text: str) -> bytes:
     """A request from readable text: LF line ends become CRLF, Content-Length is added."""
-    head, _, body = text.strip("\n").partition("\n\n")
+    head, _, body = text.lstrip("\n").partition("\n\n")
     lines = [ln for ln in head.split("\n") if ln.strip()]
     payload = body.encode() if body else b""
     lines.append(f"Content-Length: {len(payload)}")
