@@ -43,7 +43,9 @@ class Partial:
         return admin_pb2.PongAdminReply()
 
 
-def test_adapter_refuses_an_incomplete_service() -> None:
+async def test_adapter_refuses_an_incomplete_service() -> None:
+    # Async: grpc.aio.server() needs a running loop (a sync test would make one with
+    # get_event_loop(), which fails after any asyncio.run in the same process).
     server = grpc.aio.server()
     with pytest.raises(TypeError, match="subscriber_add"):
         add_admin_servicer(server, Partial())
