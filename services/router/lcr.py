@@ -25,6 +25,8 @@ user without its first ``strip`` characters; host = ``hostname`` or ``ip_addr``
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import random
 import re
 import time
@@ -36,9 +38,12 @@ from typing import Any
 from sipmesh.state.db import Executor
 
 _TRANSPORTS = {1: "udp", 2: "tcp", 3: "tls", 4: "sctp"}
+_ANY: frozenset[str] = frozenset()
 
 
 def _int(value: Any, default: int = 0) -> int:
+    if type(value) is int:
+        return value
     try:
         return int(value) if value is not None else default
     except (TypeError, ValueError):
@@ -94,9 +99,13 @@ class Gateway:
         return ruri, du
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rule:
-    """One enabled row of ``lcr_rule`` with its targets (gw_id, priority, weight)."""
+    """One enabled row of ``lcr_rule`` with its targets (gw_id, priority, weight).
+
+    Not frozen only because a frozen dataclass's __init__ costs twice as much and a
+    reload builds a million of them; nothing mutates a Rule after build_lcr.
+    """
 
     id: int
     lcr_id: int
@@ -195,7 +204,26 @@ def build_lcr(
     rule_rows: Iterable[Mapping[str, Any]],
     target_rows: Iterable[Mapping[str, Any]],
 ) -> LcrTables:
-    """A snapshot from rows shaped like the three tables; raises LcrLoadError."""
+    """A snapshot from rows shaped like the three tables; raises LcrLoadError.
+
+    The cyclic garbage collector is paused while the index is built: a million rules
+    are millions of new containers, and collections triggered by them (finding no
+    cycles) would cost more than the build itself.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build(gw_rows, rule_rows, target_rows)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(
+    gw_rows: Iterable[Mapping[str, Any]],
+    rule_rows: Iterable[Mapping[str, Any]],
+    target_rows: Iterable[Mapping[str, Any]],
+) -> LcrTables:
     gateways: dict[int, Gateway] = {}
     for g in gw_rows:
         gw_id = _int(g.get("id"))
@@ -240,7 +268,7 @@ def build_lcr(
                 if request_uri
                 else None
             ),
-            methods=frozenset(m for m in re.split(r"[|,\s]+", method) if m),
+            methods=frozenset(m for m in re.split(r"[|,\s]+", method) if m) if method else _ANY,
             stopper=bool(_int(r.get("stopper"))),
             targets=tuple(targets.get(rule_id, ())),
         )
@@ -266,4 +294,6 @@ async def load_lcr(db: Executor) -> LcrTables:
         "FROM lcr_rule WHERE enabled <> 0"
     )
     targets = await db.fetch("SELECT rule_id, gw_id, priority, weight FROM lcr_rule_target")
-    return build_lcr(gws, rules, targets)
+    # A million rules take seconds to index: in a worker thread the event loop keeps
+    # routing with the old snapshot meanwhile.
+    return await asyncio.to_thread(build_lcr, gws, rules, targets)
