@@ -104,6 +104,12 @@ class EdgeProbeSender:
     async def __call__(self, dest: Destination, request: Request, timeout: float) -> int:
         if self._client is None:
             self._client = await self._edge()
+        # The edge's Edge.Send parses the request strictly, and RFC 3261 §8.1.1 makes
+        # Via mandatory: a placeholder (RFC 2606 .invalid host) sits below the Via the
+        # edge adds on top; responses follow the top one and end at the edge.
+        request.add(
+            "Via", f"SIP/2.0/UDP router.invalid;branch=z9hG4bK{secrets.token_hex(8)}", first=True
+        )
         out = common_pb2.OutboundRequest(
             kind=common_pb2.OutboundRequest.KIND_KEEPALIVE_OPTIONS,
             raw=bytes(request),

@@ -434,3 +434,24 @@ async def test_two_router_instances_share_states_and_one_prober(
             for key in await kv.scan(""):
                 await kv.delete(key)
             await kv.close()
+
+
+@pytest.mark.sipp
+async def test_probes_leave_through_the_sip_edge(uases: list[Uas]) -> None:
+    from sipmesh.router.dsprobe import EdgeProbeSender, options_request
+    from tests.edge.conftest import FakeRouter, start_edge
+
+    edge = await start_edge(FakeRouter())
+    try:
+
+        async def get_edge() -> Any:
+            return edge
+
+        sender = EdgeProbeSender(get_edge)
+        ds = dispatcher(*rows(uases[0].uri, f"sip:127.0.0.1:{free_port()}"))
+        live, dead = ds.tables.sets[1]
+        await asyncio.sleep(0.3)
+        assert await sender(live, options_request(live, "sip:ds@localhost"), 2.0) == 200
+        assert await sender(dead, options_request(dead, "sip:ds@localhost"), 0.5) == 0
+    finally:
+        await edge.stop(0)
