@@ -161,7 +161,11 @@ async def test_message_summary_publish_and_admin(make: MakeHarness) -> None:
     await h.subscribe("bob", "bob", event="message-summary")
     await h.settle(lambda: len(h.edge.notifies()) == 1)
     assert h.edge.notifies()[0].body == b"Messages-Waiting: no\r\n"
-    mwi = "Messages-Waiting: yes\r\nMessage-Account: sip:bob@example.com\r\nVoice-Message: 2/8 (0/2)\r\n"
+    mwi = (
+        "Messages-Waiting: yes\r\n"
+        "Message-Account: sip:bob@example.com\r\n"
+        "Voice-Message: 2/8 (0/2)\r\n"
+    )
     r = await h.publish(
         "bob", mwi, event="message-summary", ctype="application/simple-message-summary"
     )
