@@ -177,12 +177,18 @@ def next_hop(request: Request, target: router_pb2.Target | None, own_edge_id: st
     steps 6-7; RFC 3263 name resolution is the router's job, names pass through)."""
     if target is not None:
         if target.flow_id:
+            # The flow is tried first; the address (destination, else $du = the
+            # binding's received, else Route/R-URI) is where a new connection is
+            # dialled when the flow has closed (RFC 3261 §18.1.1: the connection a
+            # REGISTER came over may be gone by the time a call arrives).
             edge = target.edge_id or own_edge_id
-            dest = target.destination
+            fallback = next_hop(request, _without_flow(target), own_edge_id)
+            if fallback is None:
+                return None
             return Hop(
-                TRANSPORT_NAMES.get(dest.transport, "udp"),
-                dest.host,
-                dest.port or 5060,
+                fallback.transport,
+                fallback.host,
+                fallback.port,
                 target.flow_id,
                 None if edge == own_edge_id else edge,
             )
@@ -199,6 +205,13 @@ def next_hop(request: Request, target: router_pb2.Target | None, own_edge_id: st
         except ParseError:
             return None
     return _uri_hop(request.uri)
+
+
+def _without_flow(target: router_pb2.Target) -> router_pb2.Target:
+    copy = router_pb2.Target()
+    copy.CopyFrom(target)
+    copy.ClearField("flow_id")
+    return copy
 
 
 def edited_copy(base: Request, decision: router_pb2.Decision) -> Request:
