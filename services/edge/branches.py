@@ -13,6 +13,8 @@ import contextlib
 import secrets
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span
+
 from sipmesh.gen.sipmesh.v1 import common_pb2, router_pb2
 from sipmesh.sip import Request, Response
 from sipmesh.sip.stateless import make_cancel
@@ -76,6 +78,7 @@ class ProxyTransaction:
     finished_at: float = 0.0
     winner: Branch | None = None
     routing: bool = True  # a router call is in flight
+    span: Span | None = None  # the transaction's trace span (sipmesh.observe.spans)
     # To tag of the responses this proxy generates itself (§8.2.6.2), one per
     # transaction so that a 487 and a retransmitted 487 agree.
     to_tag: str = field(default_factory=lambda: secrets.token_hex(8))

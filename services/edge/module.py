@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sipmesh.edge.transport.base import MessageSink
 from sipmesh.edge.transport.manager import TransportManager
+from sipmesh.observe.capture import CaptureSink
+from sipmesh.observe.wiring import Observability, edge_capture
 from sipmesh.runtime.backends import BusModule, KvModule
 from sipmesh.runtime.context import Runtime
 from sipmesh.runtime.wiring import EdgeAnnouncer, advertised_grpc_address
@@ -15,13 +17,23 @@ __all__ = ["create"]
 
 def create(runtime: Runtime) -> EdgeService:
     config = runtime.config
-    kv = runtime.get("kv", KvModule).store
-    bus = runtime.get("bus", BusModule).bus
+    observe = Observability.from_runtime(runtime)
+    kv = observe.kv(runtime.get("kv", KvModule).store, config.state)
+    bus = observe.bus(runtime.get("bus", BusModule).bus)
+    # SIP capture at the transport boundary; None (no work) unless configured.
+    capture = edge_capture(runtime, kv)
 
     def transports(sink: MessageSink) -> Transports:
-        return TransportManager(
-            config.listen, sink, config.edge, clock=runtime.clock, metrics=runtime.metrics
+        manager = TransportManager(
+            config.listen,
+            sink if capture is None else CaptureSink(sink, capture),
+            config.edge,
+            clock=runtime.clock,
+            metrics=runtime.metrics,
         )
+        if capture is not None:
+            manager.mirror = capture.sent
+        return manager
 
     # Other components reach the flows this edge owns through its gRPC Edge.Send, so
     # the edge announces where that is (only one instance owns a flow, DESIGN.md 4).
@@ -42,6 +54,8 @@ def create(runtime: Runtime) -> EdgeService:
         peers=runtime.clients.edge,
         announcer=announcer,
         clock=runtime.clock,
+        spans=observe.spans,
+        capture=capture,
     )
     _register_grpc(runtime, service)
     return service

@@ -31,6 +31,7 @@ from typing import Any
 
 from sipmesh.clients.interfaces import RouterClient
 from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2, router_pb2
+from sipmesh.observe.spans import Spans
 from sipmesh.sip import ParseError, Request, Response, parse_message
 from sipmesh.sip.stateless import make_response
 from sipmesh.sip.transaction import (
@@ -107,6 +108,9 @@ class ProxyCore:
         self.transactions: dict[str, ProxyTransaction] = {}
         self._clients: dict[str, tuple[ProxyTransaction, Branch]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Observability hooks (sipmesh.observe), set by the edge service when enabled.
+        self.spans: Spans | None = None
+        self.on_decision: Callable[[ProxyTransaction, router_pb2.Decision], None] | None = None
 
     # -- event dispatch (called by the TxDriver) -----------------------------------
 
@@ -157,6 +161,16 @@ class ProxyCore:
             # RFC 3261 §16.2: a stateful proxy answers an INVITE with 100 Trying at
             # once, which stops the caller's retransmissions (Kamailio's t_newtran).
             self._send_upstream(ptx, make_response(request, 100))
+        spans = self.spans
+        if spans is not None and spans.enabled:
+            local = source.local
+            peer = (ptx.source.host, ptx.source.port)
+            ptx.span = spans.transaction(
+                request, ptx.source.transport, peer, (local.host, local.port)
+            )
+            with Spans.current(ptx.span):  # the router call's task inherits the span
+                self._spawn(self._route(ptx))
+            return
         self._spawn(self._route(ptx))
 
     async def _call_router(self, req: router_pb2.RouteRequest) -> router_pb2.Decision:
@@ -204,6 +218,8 @@ class ProxyCore:
         ptx.flags |= decision.flags
         if decision.authenticated_user:
             ptx.authenticated_user = decision.authenticated_user
+        if self.on_decision is not None:
+            self.on_decision(ptx, decision)
 
     def _edited_request(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> Request:
         return fw.edited_copy(ptx.base if ptx.base is not None else ptx.request, decision)
@@ -225,7 +241,7 @@ class ProxyCore:
     def _reply(self, ptx: ProxyTransaction, reply: router_pb2.Reply) -> None:
         if reply.raw:
             try:
-                parsed = parse_message(reply.raw)
+                parsed = parse_message(reply.raw, lazy=True)
             except ParseError as exc:
                 log.warning("router sent an unparseable raw reply: %s", exc)
                 self._final_local(ptx, 500, None)
@@ -266,7 +282,7 @@ class ProxyCore:
 
     def _add_branch(self, ptx: ProxyTransaction, target: router_pb2.Target | None) -> None:
         assert ptx.base is not None
-        request = parse_message(bytes(ptx.base))
+        request = parse_message(bytes(ptx.base), lazy=True)  # our own validated copy
         assert isinstance(request, Request)
         index = len(ptx.branches)
         if target is not None:
@@ -328,7 +344,8 @@ class ProxyCore:
     def _branch_response(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
         self._stats.reply_received(response.status)
         if ptx.handlers.reply and response.status > 100:
-            self._spawn(self._reply_route(ptx, branch, response))
+            with Spans.current(ptx.span):
+                self._spawn(self._reply_route(ptx, branch, response))
         else:
             self._handle_response(ptx, branch, response)
 
@@ -430,7 +447,8 @@ class ProxyCore:
         if ptx.handlers.failure and not ptx.cancelled and ptx.failure_calls < _MAX_FAILURE_ROUTES:
             ptx.failure_calls += 1
             ptx.routing = True
-            self._spawn(self._failure_route(ptx))
+            with Spans.current(ptx.span):
+                self._spawn(self._failure_route(ptx))
             return
         self._send_best(ptx)
 
@@ -563,6 +581,7 @@ class ProxyCore:
         ptx.stop_timers() if response.status >= 300 else None
         self._stats.transaction_finished(response.status)
         self._stats.active_transactions.dec()
+        Spans.end_transaction(ptx.span, response.status)
         try:
             self._publish(transaction_event(ptx, response, self._cfg.edge_id))
         except Exception:  # events are fire and forget; never break a call for them
@@ -575,6 +594,7 @@ class ProxyCore:
     def _forget(self, ptx: ProxyTransaction) -> None:
         if self.transactions.pop(ptx.tx_id, None) is not None and not ptx.final_sent:
             self._stats.active_transactions.dec()
+            Spans.end_transaction(ptx.span, 0)
         ptx.stop_timers()
 
     def _terminated(self, tx_id: str) -> None:

@@ -22,7 +22,9 @@ from prometheus_client import CollectorRegistry
 
 from sipmesh.clients.interfaces import EdgeClient, RouterClient
 from sipmesh.edge.transport.base import Flow, ListenerInfo, MessageSink
-from sipmesh.gen.sipmesh.v1 import common_pb2, edge_pb2, events_pb2
+from sipmesh.gen.sipmesh.v1 import common_pb2, edge_pb2, events_pb2, router_pb2
+from sipmesh.observe.capture import CapturedFlow, SipCapture
+from sipmesh.observe.spans import Spans
 from sipmesh.runtime.config import SipmeshConfig
 from sipmesh.sip import ParseError, Request, Response, parse_message
 from sipmesh.sip.stateless import apply_received, make_response
@@ -33,6 +35,7 @@ from sipmesh.state.kv import KVStore
 from . import forward as fw
 from .antiflood import AntiFlood, FloodConfig
 from .branches import ProxyTransaction
+from .drain import RETRY_AFTER, Drain
 from .nat import KeepAliveTable, NatTest, add_contact_alias, keepalive_options, nat_uac_test
 from .outbound import Outbound
 from .proxycore import CoreSettings, ProxyCore
@@ -77,6 +80,8 @@ class EdgeService(MessageSink):
         announcer: Announcer | None = None,
         timers: TimerConfig | None = None,
         clock: Callable[[], float] = time.time,
+        spans: Spans | None = None,
+        capture: SipCapture | None = None,
     ) -> None:
         self.config = config
         self.edge_id = config.instance_id
@@ -87,6 +92,8 @@ class EdgeService(MessageSink):
         self._peers: EdgeClient | None = None
         self._announcer = announcer
         self._clock = clock
+        self._spans = spans
+        self.capture = capture
         self.stats = EdgeStats(metrics)
         self.transports = transports(self)
         self._timers = timers or TimerConfig()
@@ -111,6 +118,8 @@ class EdgeService(MessageSink):
             proxy_require_supported=ecfg.proxy_require_supported,
         )
         self.keepalives = KeepAliveTable(ecfg.nat_keepalive_interval)
+        # Graceful drain on stop (issue 12): refuse new work, finish calls in progress.
+        self.drain = Drain()
         self._hosts: set[str] = set()
         self._ports: set[int] = set()
         self._source: common_pb2.Source | None = None
@@ -164,6 +173,10 @@ class EdgeService(MessageSink):
             publish=self._publish,
             on_final=self._on_final,
         )
+        self.core.spans = self._spans
+        if self.capture is not None:
+            await self.capture.start()
+            self.core.on_decision = self._capture_flagged
         self.outbound = Outbound(self.driver, self._sl, self.local_address, self.edge_id)
         if self.antiflood is not None:
             self.antiflood.start()
@@ -178,6 +191,10 @@ class EdgeService(MessageSink):
         self._running = False
         if self._announcer is not None:
             await self._announcer.stop()
+        if self.core is not None:
+            # Drain first (services/edge/drain.py): transports stay open meanwhile.
+            core = self.core
+            grace = max(1.0, await self.drain.run(lambda: len(core.transactions), grace))
         if self._ka_task is not None:
             self._ka_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -191,6 +208,8 @@ class EdgeService(MessageSink):
         for task in list(self._tasks):
             task.cancel()
         await self.transports.stop(grace)
+        if self.capture is not None:
+            await self.capture.stop()
 
     def ready(self) -> bool:
         return self._running
@@ -253,6 +272,10 @@ class EdgeService(MessageSink):
             verdict = self.reqinit.check(message)
         except ParseError as exc:
             self._malformed(exc, source)
+            return
+        if self.drain.draining and self.drain.refuses(message, driver.layer):
+            retry = (("Retry-After", RETRY_AFTER),)
+            self._answer(message, source, 503, "Service Unavailable", retry)
             return
         if verdict is not None:
             if isinstance(verdict, Answer):
@@ -345,6 +368,15 @@ class EdgeService(MessageSink):
             return
         self.core.on_event(event, self._source)
 
+    def _capture_flagged(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> None:
+        # sip_trace_mode("t"/"d"): the router flagged the transaction for capture.
+        if decision.flags and self.capture is not None:
+            src, local = ptx.source, ptx.source_pb.local
+            flow = CapturedFlow(
+                src.transport.lower(), (src.host, src.port), (local.host, local.port)
+            )
+            self.capture.on_flags(decision.flags, bytes(ptx.request), flow, self._clock())
+
     # -- events, bans, keep-alives ---------------------------------------------------------
 
     def _fire(self, subject: str, envelope: events_pb2.Envelope) -> None:
@@ -379,6 +411,7 @@ class EdgeService(MessageSink):
         self._fire("sipmesh.ban.added", events_pb2.Envelope(id=f"ban:{ip}:{until}", ban=ban))
 
     def _on_final(self, ptx: ProxyTransaction, response: Response) -> None:
+        self.drain.on_final(ptx.request, response)
         # fix_nated_register's other half: this edge received the REGISTER, so it owns
         # the NAT binding and is the one instance that keeps it open.
         src = ptx.source_pb

@@ -11,8 +11,11 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from opentelemetry.trace import SpanKind
+
 from sipmesh.clients.errors import InvalidArgument, NotFound, Unavailable
 from sipmesh.gen.sipmesh.v1 import common_pb2, registrar_pb2
+from sipmesh.observe.spans import Spans
 from sipmesh.registrar.aor import AorError
 from sipmesh.registrar.auth import AuthResult
 from sipmesh.registrar.convert import binding_from_pb, binding_to_pb, facts_from_pb
@@ -51,7 +54,8 @@ def sip_response(response: Response) -> registrar_pb2.SipResponse:
 
 def _request(message: common_pb2.SipMessage) -> Request:
     try:
-        parsed = parse_message(message.raw)
+        # Validated by the edge before routing; To/Contact are parsed on access.
+        parsed = parse_message(message.raw, lazy=True)
     except ParseError as exc:
         raise InvalidArgument(f"unparsable SIP message: {exc}") from None
     if not isinstance(parsed, Request):
@@ -75,7 +79,21 @@ async def _bounded(work: Awaitable[T], limit: float | None) -> T:
 class Registrar(RegistrarService):
     """The registrar service object: lifecycle + the RegistrarClient Protocol."""
 
+    # Span helpers (sipmesh.observe); the module factory sets the process's own.
+    spans: Spans = Spans.off()
+
     async def register(
+        self,
+        request: registrar_pb2.RegisterRequest,
+        *,
+        timeout: float | None = None,
+    ) -> registrar_pb2.RegisterReply:
+        if not self.spans.enabled:
+            return await self._register(request, timeout=timeout)
+        with self.spans.call("registrar.register", kind=SpanKind.SERVER):
+            return await self._register(request, timeout=timeout)
+
+    async def _register(
         self,
         request: registrar_pb2.RegisterRequest,
         *,
@@ -118,6 +136,17 @@ class Registrar(RegistrarService):
         self,
         request: registrar_pb2.AuthenticateRequest,
         *,
+        timeout: float | None = None,
+    ) -> registrar_pb2.AuthenticateReply:
+        if not self.spans.enabled:
+            return await self._authenticate(request, timeout=timeout)
+        with self.spans.call("registrar.authenticate", kind=SpanKind.SERVER):
+            return await self._authenticate(request, timeout=timeout)
+
+    async def _authenticate(
+        self,
+        request: registrar_pb2.AuthenticateRequest,
+        *,
         timeout: float | None = None,  # noqa: ASYNC109 - the contract's per-call bound
     ) -> registrar_pb2.AuthenticateReply:
         sip = _request(request.message)
@@ -146,6 +175,17 @@ class Registrar(RegistrarService):
         return reply
 
     async def lookup(
+        self,
+        request: registrar_pb2.LookupRequest,
+        *,
+        timeout: float | None = None,
+    ) -> registrar_pb2.LookupReply:
+        if not self.spans.enabled:
+            return await self._lookup(request, timeout=timeout)
+        with self.spans.call("registrar.lookup", kind=SpanKind.SERVER):
+            return await self._lookup(request, timeout=timeout)
+
+    async def _lookup(
         self,
         request: registrar_pb2.LookupRequest,
         *,

@@ -15,6 +15,8 @@ from typing import Any
 
 from sipmesh.clients.grpc_servers import add_router_servicer
 from sipmesh.clients.interfaces import PresenceClient, RegistrarClient
+from sipmesh.observe.spans import Spans
+from sipmesh.regions.module import RegionsModule
 from sipmesh.router.cfgstore import CfgStore, router_cfg_vars
 from sipmesh.router.datasets import Loaders, RoutingDatasets
 from sipmesh.router.dispatcher import Dispatcher
@@ -119,6 +121,10 @@ def create(runtime: Runtime) -> RouterService:
         ),
     )
 
+    # Multi-region (issue 12): a local lookup miss falls back to the remote index.
+    env.regions = runtime.get("regions", RegionsModule).index
+    env.region = config.regions.name
+
     async def tables() -> RoutingTables:
         return await load_tables(db)
 
@@ -139,6 +145,7 @@ def create(runtime: Runtime) -> RouterService:
         resources=owned,
         datasets=RoutingDatasets(env, Loaders.from_db(db), _prober(runtime, env, kv)),
     )
+    service.spans = Spans.from_runtime(runtime)
     _register_grpc(runtime, service)
     return service
 

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sipmesh.clients.errors import InvalidArgument
-from sipmesh.gen.sipmesh.v1 import events_pb2, router_pb2
+from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2, router_pb2
+from sipmesh.observe.spans import Spans
 from sipmesh.router.api import Ctx
 from sipmesh.router.cfgstore import CfgStore
 from sipmesh.router.datasets import KINDS as DATASET_KINDS
@@ -121,6 +122,8 @@ class RouterService:
         self._subs: list[Subscription] = []
         self._refresher: asyncio.Task[None] | None = None
         self._running = False
+        # Span helpers (sipmesh.observe); off unless the module factory sets them.
+        self.spans = Spans.off()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -190,6 +193,32 @@ class RouterService:
         *,
         timeout: float | None = None,
     ) -> router_pb2.Decision:
+        spans = self.spans
+        if not spans.enabled:
+            return await self._route(request, timeout=timeout)
+        # The decision span: a child of the edge's transaction span (trace context of
+        # the stream item, or the caller's task context in one process).
+        with spans.decision(request.kind, *_call_facts(request.message.raw)) as span:
+            decision = await self._route(request, timeout=timeout)
+            if span is not None:
+                span.set_attribute("sip.route.action", decision.WhichOneof("action") or "")
+            if spans.sip_header and decision.WhichOneof("action") == "relay":
+                # Towards another sipmesh region: carry this trace in a SIP header.
+                decision.edits.append(
+                    common_pb2.HeaderEdit(
+                        op=common_pb2.HeaderEdit.OP_REPLACE,
+                        name=spans.sip_header,
+                        value=spans.traceparent(),
+                    )
+                )
+            return decision
+
+    async def _route(
+        self,
+        request: router_pb2.RouteRequest,
+        *,
+        timeout: float | None = None,
+    ) -> router_pb2.Decision:
         versions = self._versions
         if versions is None:
             raise InvalidArgument("router not started")
@@ -197,7 +226,8 @@ class RouterService:
         state = TxState.decode(request.context)
         script = versions.get(state.version)
         try:
-            msg = parse_message(request.message.raw)
+            # The edge validated the request before routing it: split lazily.
+            msg = parse_message(request.message.raw, lazy=True)
         except ParseError as exc:
             return self._unparsable(kind, exc)
         if not isinstance(msg, Request):
@@ -205,7 +235,7 @@ class RouterService:
         reply: Response | None = None
         if request.reply:
             try:
-                parsed = parse_message(request.reply)
+                parsed = parse_message(request.reply, lazy=True)
                 reply = parsed if isinstance(parsed, Response) else None
             except ParseError:
                 reply = None
@@ -356,3 +386,14 @@ class RouterService:
 
 def _kind_name(kind: int) -> str:
     return {1: "request", 2: "branch", 3: "reply", 4: "failure"}.get(kind, "request")
+
+
+def _call_facts(raw: bytes) -> tuple[str, str]:
+    """(Call-ID, method) of a raw request for the span, without a full parse."""
+    head = raw[: raw.find(b"\r\n\r\n") + 2 if b"\r\n\r\n" in raw else len(raw)]
+    method = head.split(b" ", 1)[0].decode("ascii", "replace")
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"call-id", b"i"):
+            return value.strip().decode("utf-8", "replace"), method
+    return "", method

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from sipmesh import __version__
+from sipmesh.observe.stats import register_instance_info
 from sipmesh.runtime.config import SipmeshConfig
 from sipmesh.runtime.context import Runtime
 from sipmesh.runtime.modules import ModuleError, ModuleManager, ModuleSpec
@@ -47,6 +49,13 @@ async def _serve(config: SipmeshConfig, modules: list[ModuleSpec] | None) -> int
         config.telemetry, service=service_name, instance=config.instance_id
     )
     runtime = Runtime(config, manager, tracer=provider.get_tracer("sipmesh"))
+    register_instance_info(
+        runtime.metrics,
+        instance_id=config.instance_id,
+        service=service_name,
+        targets=config.targets(),
+        version=__version__,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

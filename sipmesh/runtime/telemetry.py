@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sipmesh import __version__
@@ -47,9 +47,12 @@ def make_tracer_provider(
             "service.version": __version__,
         }
     )
-    provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio))
-    )
+    # No exporter: record nothing (ALWAYS_OFF), so spans cost no more than the
+    # no-op API; the services also skip creating them (sipmesh.observe.spans.Spans).
+    sampler: Sampler = ALWAYS_OFF
+    if exporter is not None or config.exporter != "none":
+        sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
+    provider = TracerProvider(resource=resource, sampler=sampler)
     processor: SpanProcessor | None = None
     if exporter is not None:
         processor = SimpleSpanProcessor(exporter)
