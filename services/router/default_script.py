@@ -198,7 +198,15 @@ async def presence(ctx: Ctx) -> None:
     """route(PRESENCE): PUBLISH/SUBSCRIBE for us."""
     if not ctx.is_method("PUBLISH|SUBSCRIBE"):
         return
-    if ctx.is_method("SUBSCRIBE") and ctx.hdr("Event") == "message-summary":
+    # With presence on, the presence service is the notifier of message-summary
+    # (RFC 3842; presence_mwi: the voicemail server PUBLISHes or NOTIFYs the state
+    # there), so the SUBSCRIBE goes to it like any other package below. Without
+    # presence, kamailio.cfg's diversion to the voicemail server stays.
+    if (
+        ctx.is_method("SUBSCRIBE")
+        and ctx.hdr("Event") == "message-summary"
+        and not ctx.features.presence
+    ):
         tovoicemail(ctx)
         # Returns here if no voicemail server is configured.
         ctx.sl_send_reply(404, "No voicemail service")
@@ -263,6 +271,13 @@ async def location(ctx: Ctx) -> None:
     ctx.vars["oexten"] = ctx.ruser
     found = await ctx.registrar.lookup("location")
     if not found.found:
+        if found.code == -1 and ctx.is_method("MESSAGE") and ctx.features.presence:
+            # msilo (kamailio.cfg + msilo's m_store): a MESSAGE (RFC 3428) for a user
+            # with no binding is stored by presence (202 Accepted) and delivered when
+            # the user registers. Not for -3: the user may be registered after all.
+            if not await ctx.presence.handle(store_offline=True):
+                ctx.reply(503, "Service Unavailable", [("Retry-After", "5")])
+            ctx.exit()
         tovoicemail(ctx)
         if found.code == -2:
             ctx.reply(405, "Method Not Allowed")
