@@ -98,8 +98,10 @@ class Ctx:
         self._decision = router_pb2.Decision()
         self._edits: list[common_pb2.HeaderEdit] = []
         self._branches: list[Target] = []
-        self._rr = False
-        self._rr_params = ""
+        # A failure route's new branches keep the Record-Route of the request route
+        # (TxState.record_route), as in Kamailio where record_route() edits the request.
+        self._rr = state.record_route if self.kind == "failure" else False
+        self._rr_params = state.record_route_params if self.kind == "failure" else ""
         self._fr_ms = 0
         self._fr_inv_ms = 0
         self._acc_extra: dict[str, str] = {}
@@ -581,6 +583,7 @@ class Ctx:
         )
         relay.record_route = self._rr
         relay.record_route_params = self._rr_params
+        self._state.record_route, self._state.record_route_params = self._rr, self._rr_params
         relay.fr_timer_ms = self._fr_ms
         relay.fr_inv_timer_ms = self._fr_inv_ms
         relay.send_100 = self.msg.method == "INVITE" and self.kind == "request"

@@ -32,6 +32,11 @@ class TxState:
     reply: str = ""
     branch: str = ""
     auth_user: str = ""
+    # record_route() of the route that relayed: Kamailio adds Record-Route to the
+    # request itself, so branches a failure route adds later carry it too (RFC 3261
+    # §16.6 step 4: the proxy stays on the path whichever branch answers).
+    record_route: bool = False
+    record_route_params: str = ""
 
     def encode(self) -> bytes:
         data: dict[str, Any] = {"f": _FORMAT, "v": self.version}
@@ -44,6 +49,8 @@ class TxState:
             data["h"] = handlers
         if self.auth_user:
             data["au"] = self.auth_user
+        if self.record_route:
+            data["rr"] = self.record_route_params
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -64,6 +71,8 @@ class TxState:
                 reply=str(handlers[1]),
                 branch=str(handlers[2]),
                 auth_user=str(data.get("au", "")),
+                record_route="rr" in data,
+                record_route_params=str(data.get("rr") or ""),
             )
         except (ValueError, TypeError, IndexError, AttributeError):
             return cls()
