@@ -193,7 +193,7 @@ def test_speed_dial_and_alias_reach_their_targets_after_reload(
         # The router serves its in-memory snapshot of the tables until a reload.
         assert call(core, workdir, "21", expect_status(workdir, 404)).returncode == 0
         reloaded = admin(core, "reload")
-        assert "core" in reloaded, reloaded
+        assert "core: ok" in reloaded, reloaded
 
         answered(core, workdir, "21")
         answered(core, workdir, "support")
