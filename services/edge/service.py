@@ -310,8 +310,13 @@ class EdgeService(MessageSink):
         self, message: Response, ip: str, port: int, flow: Flow, source: Address
     ) -> None:
         assert self.driver is not None
-        if self.config.edge.nat_alias and nat_uac_test(message, ip, port, NatTest.CONTACT_PRIVATE):
-            # NATMANAGE for replies: the callee's Contact becomes routable.
+        if self.config.edge.nat_alias and (
+            flow.transport in ("ws", "wss")
+            or nat_uac_test(message, ip, port, NatTest.CONTACT_PRIVATE)
+        ):
+            # NATMANAGE for replies: the callee's Contact becomes routable. A WebSocket
+            # callee is reachable only over its connection (RFC 7118 §5; its Contact
+            # host is usually *.invalid): Kamailio's nat_uac_test bit 64.
             add_contact_alias(message, ip, port, flow.transport)
         self.driver.receive(message, source)
 
