@@ -27,13 +27,15 @@ from sipmesh.accounting.records import event_key, plan
 from sipmesh.accounting.sinks import Sink
 from sipmesh.accounting.store import RecordStore, Written
 from sipmesh.gen.sipmesh.v1 import events_pb2
+from sipmesh.runtime.sections.accounting import ACCOUNTING_SUBJECTS
 from sipmesh.state.bus import EventBus, Message, Subscription
 from sipmesh.state.errors import ConstraintViolation, StateUnavailable
 
 log = logging.getLogger(__name__)
 
-#: What accounting consumes (events.proto header), without the bus prefix.
-SUBJECTS: tuple[str, ...] = ("sipmesh.transaction.>", "sipmesh.dialog.>")
+#: What accounting consumes (events.proto header), without the bus prefix; shared
+#: with the edge, which ensures the stream at its start.
+SUBJECTS: tuple[str, ...] = ACCOUNTING_SUBJECTS
 
 
 class AccountingMetrics:

@@ -21,6 +21,7 @@ from sipmesh.sip.stateless import make_cancel
 from sipmesh.sip.transaction import Address, TransactionError, TransactionLayer
 
 from .forward import Hop
+from .media import MediaState
 
 __all__ = ["Branch", "ProxyTransaction", "best_response", "cancel_branch", "choose_best"]
 
@@ -39,6 +40,12 @@ class Branch:
     cancel_wanted: bool = False
     cancelled: bool = False
     timer: asyncio.TimerHandle | None = None
+    # Media (services/edge/media.py): the Via branch of this branch's own offer
+    # (branch_route), the last reply SDP and its rewrite (2xx retransmissions reuse
+    # it), and the ACK sent when the edge refused this branch's 2xx.
+    via_branch: str = ""
+    media_sdp: tuple[bytes, bytes] | None = None
+    refused_ack: tuple[bytes, Address] | None = None
 
     @property
     def done(self) -> bool:
@@ -79,6 +86,8 @@ class ProxyTransaction:
     winner: Branch | None = None
     routing: bool = True  # a router call is in flight
     span: Span | None = None  # the transaction's trace span (sipmesh.observe.spans)
+    media: MediaState | None = None  # None unless the router asked for media ops
+    dialog: bool = False  # an INVITE dialog the edge reports (services/edge/dialogs.py)
     # To tag of the responses this proxy generates itself (§8.2.6.2), one per
     # transaction so that a 487 and a retransmitted 487 agree.
     to_tag: str = field(default_factory=lambda: secrets.token_hex(8))

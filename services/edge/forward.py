@@ -19,6 +19,7 @@ __all__ = [
     "Hop",
     "add_record_route",
     "add_via",
+    "apply_decision",
     "apply_edits",
     "decrement_max_forwards",
     "edited_copy",
@@ -216,13 +217,19 @@ def _without_flow(target: router_pb2.Target) -> router_pb2.Target:
 
 def edited_copy(base: Request, decision: router_pb2.Decision) -> Request:
     """A copy of ``base`` with the decision's header edits, R-URI and body applied."""
-    copy = parse_message(bytes(base))
+    copy = parse_message(bytes(base), lazy=True)  # base was validated on receipt
     assert isinstance(copy, Request)
-    apply_edits(copy, decision.edits)
-    if decision.ruri:
-        copy.uri = decision.ruri
-    if decision.replace_body:
-        copy.body = decision.body
-        if decision.content_type:
-            copy.set("Content-Type", decision.content_type)
+    apply_decision(copy, decision)
     return copy
+
+
+def apply_decision(request: Request, decision: router_pb2.Decision) -> None:
+    """The decision's header edits, R-URI and body, in place (also a branch_route's
+    decision on its branch's copy)."""
+    apply_edits(request, decision.edits)
+    if decision.ruri:
+        request.uri = decision.ruri
+    if decision.replace_body:
+        request.body = decision.body
+        if decision.content_type:
+            request.set("Content-Type", decision.content_type)

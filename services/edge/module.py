@@ -8,6 +8,7 @@ from sipmesh.observe.capture import CaptureSink
 from sipmesh.observe.wiring import Observability, edge_capture
 from sipmesh.runtime.backends import BusModule, KvModule
 from sipmesh.runtime.context import Runtime
+from sipmesh.runtime.sections.accounting import ACCOUNTING_SUBJECTS
 from sipmesh.runtime.wiring import EdgeAnnouncer, advertised_grpc_address
 
 from .service import EdgeService, Transports
@@ -56,6 +57,14 @@ def create(runtime: Runtime) -> EdgeService:
         clock=runtime.clock,
         spans=observe.spans,
         capture=capture,
+        # NATMANAGE's relay: the local service, or the gRPC client of
+        # endpoints.media_relay (relay chosen per Call-ID); None when neither exists.
+        media_relay=(
+            runtime.clients.media_relay if runtime.clients.is_available("media-relay") else None
+        ),
+        # Accounting's durable stream exists from the edge's start on, so calls made
+        # before accounting first runs are recorded too.
+        event_streams=((config.accounting.stream, ACCOUNTING_SUBJECTS),),
     )
     _register_grpc(runtime, service)
     return service

@@ -17,13 +17,18 @@ Kamailio's tm module in Python, driven by events of sipmesh.sip.transaction:
 - a CANCEL from the caller is answered 200, sent on to every branch, and the INVITE
   gets 487 (§9.2, §16.10);
 - the router not answering within edge.router_timeout gives 503 + Retry-After (or
-  the configured 5xx), never silence.
+  the configured 5xx), never silence;
+- branch_route and reply_route are called only when the router armed them
+  (Relay.handlers); media ops are carried out by services/edge/media.py and dialog
+  events published by services/edge/dialogs.py; an INVITE the router drops after
+  100 Trying is ended silently after timer C (docs/edge.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from itertools import groupby
@@ -50,11 +55,15 @@ from sipmesh.sip.transaction import (
 )
 
 from . import forward as fw
-from .branches import Branch, ProxyTransaction, best_response, cancel_branch
+from .branches import Branch, ProxyTransaction, best_response
+from .callbacks import RouterCallbacks
+from .cancels import Cancellation
+from .dialogs import DialogEvents
+from .media import MediaManager
 from .nat import pop_ruri_alias
+from .proxymedia import MediaSteps
 from .replies import (
     aggregate_challenges,
-    apply_reply_edits,
     local_reply,
     strip_own_via,
     transaction_event,
@@ -82,7 +91,7 @@ class CoreSettings:
     max_forwards: int = 70
 
 
-class ProxyCore:
+class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
     def __init__(
         self,
         *,
@@ -94,6 +103,9 @@ class ProxyCore:
         local_address: Callable[[str, str], tuple[str, int]],
         publish: Callable[[events_pb2.TransactionEvent], None],
         on_final: Callable[[ProxyTransaction, Response], None] | None = None,
+        media: MediaManager | None = None,
+        dialogs: DialogEvents | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._driver = driver
         self._layer = driver.layer
@@ -104,6 +116,13 @@ class ProxyCore:
         self._local = local_address
         self._publish = publish
         self._on_final = on_final
+        self._media = media if media is not None else MediaManager(None)
+        self._dialogs = dialogs
+        # Transaction events carry wall-clock times (time.time); timers run on the
+        # loop's monotonic clock.
+        self._wall = wall
+        # INVITEs dropped by the router after 100 Trying, ended after timer C.
+        self._dropped: dict[str, asyncio.TimerHandle] = {}
         self._loop = asyncio.get_running_loop()
         self.transactions: dict[str, ProxyTransaction] = {}
         self._clients: dict[str, tuple[ProxyTransaction, Branch]] = {}
@@ -151,7 +170,7 @@ class ProxyCore:
             request=request,
             source=event.source,
             source_pb=source,
-            started_at=source.received_at or self._loop.time(),
+            started_at=source.received_at or self._wall(),
             fr_timer=self._cfg.fr_timer,
             fr_inv_timer=self._cfg.fr_inv_timer,
         )
@@ -231,11 +250,20 @@ class ProxyCore:
             self._reply(ptx, decision.reply)
         elif action == "relay":
             ptx.base = self._edited_request(ptx, decision)
+            if decision.media_ops:
+                ptx.routing = True  # nothing may finish the transaction meanwhile
+                self._spawn(self._media_then_relay(ptx, decision))
+                return
+            if ptx.request.method == "BYE" and self._media.known(ptx.request.call_id):
+                # A call this edge set up on a relay ends, asked for or not.
+                self._media.delete_later(ptx.request.call_id)
             self._relay(ptx, decision.relay)
         else:
             # drop (or proceed, which for request_route is the end of the script:
             # Kamailio drops what the script did not handle).
             self._stats.dropped("router")
+            if ptx.invite:
+                self._linger(ptx)
             self._forget(ptx)
 
     def _reply(self, ptx: ProxyTransaction, reply: router_pb2.Reply) -> None:
@@ -263,6 +291,8 @@ class ProxyCore:
             ptx.handlers = relay.handlers
         ptx.record_route = relay.record_route
         ptx.record_route_params = relay.record_route_params
+        if self._dialogs is not None and relay.record_route and ptx.invite:
+            self._dialogs.started(ptx)
         targets: list[router_pb2.Target | None] = list(relay.targets) or [None]
         if relay.mode == router_pb2.Relay.FORK_MODE_SERIAL and relay.targets:
             ordered = sorted(relay.targets, key=lambda t: t.group)
@@ -276,20 +306,37 @@ class ProxyCore:
     def _start_group(self, ptx: ProxyTransaction, targets: list[router_pb2.Target | None]) -> None:
         # Higher q first (RFC 3261 §16.6); no q counts as 1.0 (§20.10).
         ranked = sorted(targets, key=lambda t: -(t.q if t is not None and t.HasField("q") else 1.0))
+        if ptx.handlers.branch:
+            # branch_route armed: one router call per branch before it is sent.
+            ptx.routing = True
+            with Spans.current(ptx.span):
+                self._spawn(self._branch_routes(ptx, ranked))
+            return
         for target in ranked:
-            self._add_branch(ptx, target)
+            self._send_branch(ptx, target, self._branch_request(ptx, target))
         self._check_done(ptx)
 
-    def _add_branch(self, ptx: ProxyTransaction, target: router_pb2.Target | None) -> None:
+    def _branch_request(self, ptx: ProxyTransaction, target: router_pb2.Target | None) -> Request:
         assert ptx.base is not None
         request = parse_message(bytes(ptx.base), lazy=True)  # our own validated copy
         assert isinstance(request, Request)
-        index = len(ptx.branches)
         if target is not None:
             if target.uri:
                 request.uri = target.uri
             fw.apply_edits(request, target.edits)
             fw.push_routes(request, target.path)
+        return request
+
+    def _send_branch(
+        self,
+        ptx: ProxyTransaction,
+        target: router_pb2.Target | None,
+        request: Request,
+        via_branch: str | None = None,
+        extra_rr_params: str = "",
+    ) -> None:
+        index = len(ptx.branches)
+        rr_params = ptx.record_route_params + extra_rr_params
         fw.strip_own_routes(request, self._sl.is_myself)
         alias = pop_ruri_alias(request)
         hop = fw.next_hop(request, target, self._cfg.edge_id)
@@ -320,14 +367,15 @@ class ProxyCore:
                 request,
                 (in_transport, in_host, in_port),
                 (hop.transport, out_host, out_port),
-                ptx.record_route_params,
+                rr_params,
             )
-        fw.add_via(request, hop.transport, out_host, out_port, fw.new_branch())
+        via_branch = via_branch or fw.new_branch()
+        fw.add_via(request, hop.transport, out_host, out_port, via_branch)
         flow: str | None = hop.flow_id
         if hop.edge_id is not None:
             flow = f"{HANDOVER}{hop.edge_id}|{hop.flow_id}"
         dest = Address(hop.transport.upper(), hop.host, hop.port, flow)
-        branch = Branch(index, target, request, hop, dest)
+        branch = Branch(index, target, request, hop, dest, via_branch=via_branch)
         ptx.branches.append(branch)
         try:
             branch.tx_id = self._layer.send_request(request, dest, self._loop.time())
@@ -343,38 +391,18 @@ class ProxyCore:
 
     def _branch_response(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
         self._stats.reply_received(response.status)
-        if ptx.handlers.reply and response.status > 100:
+        if branch.refused_ack is not None:
+            data, dest = branch.refused_ack
+            if data and 200 <= response.status < 300:
+                self._sl.send(data, dest)  # the 2xx again: our ACK was lost
+            return
+        if response.status > 100 and (ptx.handlers.reply or self._wants_media(ptx)):
+            # Router call and/or relay call: serialised per transaction (reply_lock),
+            # so replies keep their order upstream.
             with Spans.current(ptx.span):
                 self._spawn(self._reply_route(ptx, branch, response))
         else:
             self._handle_response(ptx, branch, response)
-
-    async def _reply_route(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
-        async with ptx.reply_lock:
-            req = router_pb2.RouteRequest(
-                kind=_KIND.ROUTE_KIND_REPLY,
-                message=common_pb2.SipMessage(raw=bytes(ptx.request), source=ptx.source_pb),
-                transaction_id=ptx.tx_id,
-                context=ptx.context,
-                handler=ptx.handlers.reply,
-                branch_index=branch.index,
-                reply=bytes(response),
-                reply_status=response.status,
-            )
-            if branch.target is not None:
-                req.branch.CopyFrom(branch.target)
-            try:
-                decision = await self._call_router(req)
-            except Exception as exc:
-                self._stats.router_errors.labels("reply").inc()
-                log.debug("reply_route failed: %r", exc)
-                decision = router_pb2.Decision(proceed=router_pb2.Proceed())
-            self._remember(ptx, decision)
-            if decision.WhichOneof("action") == "drop" and response.status < 200:
-                return  # a provisional the script chose not to relay
-            apply_reply_edits(response, decision.edits)
-            self._handle_response(ptx, branch, response)
-            self._driver.pump()
 
     def _handle_response(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
         status = response.status
@@ -395,8 +423,10 @@ class ProxyCore:
             if status == 100 or ptx.final_sent or ptx.cancelled:
                 return
             if not ptx.provisional_at:
-                ptx.provisional_at = self._loop.time()
-            self._send_upstream(ptx, strip_own_via(response))
+                ptx.provisional_at = self._wall()
+            if self._send_upstream(ptx, strip_own_via(response)) and ptx.dialog:
+                assert self._dialogs is not None
+                self._dialogs.provisional(ptx, response)
             return
         branch.stop_timer()
         first_final = not branch.done
@@ -462,92 +492,7 @@ class ProxyCore:
         else:
             self._final_local(ptx, status, None)
 
-    async def _failure_route(self, ptx: ProxyTransaction) -> None:
-        status, branch = best_response(ptx)
-        any_response = any(b.response is not None for b in ptx.branches)
-        req = router_pb2.RouteRequest(
-            kind=_KIND.ROUTE_KIND_FAILURE,
-            message=common_pb2.SipMessage(raw=bytes(ptx.request), source=ptx.source_pb),
-            transaction_id=ptx.tx_id,
-            context=ptx.context,
-            handler=ptx.handlers.failure,
-            reply_status=status,
-            failure_reason=(
-                router_pb2.FAILURE_REASON_RESPONSE if any_response
-                else router_pb2.FAILURE_REASON_TIMEOUT
-            ),
-            branch_statuses=[b.status for b in ptx.branches],
-        )  # fmt: skip
-        if branch is not None and branch.response is not None:
-            req.reply = bytes(branch.response)
-        try:
-            decision = await self._call_router(req)
-        except Exception as exc:
-            self._stats.router_errors.labels("failure").inc()
-            log.debug("failure_route failed: %r", exc)
-            decision = router_pb2.Decision(proceed=router_pb2.Proceed())
-        ptx.routing = False
-        if ptx.final_sent:
-            return
-        self._remember(ptx, decision)
-        action = decision.WhichOneof("action")
-        if action == "relay" and not ptx.cancelled:
-            ptx.base = self._edited_request(ptx, decision)
-            ptx.handlers = router_pb2.Handlers()
-            self._relay(ptx, decision.relay)
-        elif action == "reply":
-            self._reply(ptx, decision.reply)
-        else:
-            self._send_best(ptx)
-        self._driver.pump()
-
-    # -- CANCEL ------------------------------------------------------------------------
-
-    def _caller_cancel(self, event: CancelReceived) -> None:
-        ptx = self.transactions.get(event.invite_tx_id) if event.invite_tx_id else None
-        status = 200 if ptx is not None else 481
-        try:
-            self._layer.send_response(
-                event.cancel_tx_id, make_response(event.request, status), self._loop.time()
-            )
-        except TransactionError:
-            pass
-        if ptx is None:
-            return
-        ptx.cancelled = True
-        for branch in ptx.branches:
-            self._cancel_branch(branch)
-        if not ptx.final_sent:
-            # §9.2 / §16.10: the INVITE ends with 487 Request Terminated.
-            self._final_local(ptx, 487, None)
-
-    def _cancel_others(self, ptx: ProxyTransaction, winner: Branch) -> None:
-        for branch in ptx.branches:
-            if branch is not winner:
-                self._cancel_branch(branch)
-
-    def _cancel_branch(self, branch: Branch) -> None:
-        cancel_branch(branch, self._layer, self._loop.time())
-
     # -- ACK for 2xx and stateless relay -------------------------------------------------
-
-    async def _route_ack(self, request: Request, source: common_pb2.Source) -> None:
-        req = router_pb2.RouteRequest(
-            kind=_KIND.ROUTE_KIND_REQUEST,
-            message=common_pb2.SipMessage(raw=bytes(request), source=source),
-        )
-        try:
-            decision = await self._call_router(req)
-        except Exception as exc:
-            self._stats.router_errors.labels("ack").inc()
-            log.debug("router call for ACK failed: %r", exc)
-            return  # an ACK is never answered (RFC 3261 §17.2.3)
-        if decision.WhichOneof("action") != "relay":
-            return
-        copy = self._edited_request(ProxyTransaction("", request, Address("UDP", "", 0),
-                                                     source, 0.0), decision)  # fmt: skip
-        target = decision.relay.targets[0] if decision.relay.targets else None
-        self._sl.forward_request(copy, target)
 
     # -- sending upstream ----------------------------------------------------------------
 
@@ -577,7 +522,7 @@ class ProxyCore:
         if not self._send_upstream(ptx, response) or already:
             return
         ptx.final_sent = response.status
-        ptx.finished_at = self._loop.time()
+        ptx.finished_at = self._wall()
         ptx.stop_timers() if response.status >= 300 else None
         self._stats.transaction_finished(response.status)
         self._stats.active_transactions.dec()
@@ -586,6 +531,10 @@ class ProxyCore:
             self._publish(transaction_event(ptx, response, self._cfg.edge_id))
         except Exception:  # events are fire and forget; never break a call for them
             log.debug("transaction event not published", exc_info=True)
+        if response.status >= 300 and ptx.media is not None:
+            self._media_cleanup(ptx)  # failed (busy, 487, timeout...): free the relay
+        if self._dialogs is not None:
+            self._dialogs.final(ptx, response)
         if self._on_final is not None:
             self._on_final(ptx, response)
 
@@ -601,6 +550,9 @@ class ProxyCore:
         entry = self._clients.pop(tx_id, None)
         if entry is not None:
             return
+        dropped = self._dropped.pop(tx_id, None)
+        if dropped is not None:
+            dropped.cancel()
         ptx = self.transactions.get(tx_id)
         if ptx is not None:
             ptx.stop_timers()
@@ -610,7 +562,11 @@ class ProxyCore:
             self._forget(ptx)
 
     async def close(self) -> None:
+        for handle in self._dropped.values():
+            handle.cancel()
+        self._dropped.clear()
         for task in list(self._tasks):
             task.cancel()
+        await self._media.close()
         for ptx in self.transactions.values():
             ptx.stop_timers()

@@ -21,7 +21,7 @@ __all__ = [
 
 
 def copy_response(response: Response) -> Response:
-    parsed = parse_message(bytes(response))
+    parsed = parse_message(bytes(response), lazy=True)
     assert isinstance(parsed, Response)
     return parsed
 

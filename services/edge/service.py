@@ -20,7 +20,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from sipmesh.clients.interfaces import EdgeClient, RouterClient
+from sipmesh.clients.interfaces import EdgeClient, MediaRelayClient, RouterClient
 from sipmesh.edge.transport.base import Flow, ListenerInfo, MessageSink
 from sipmesh.gen.sipmesh.v1 import common_pb2, edge_pb2, events_pb2, router_pb2
 from sipmesh.observe.capture import CapturedFlow, SipCapture
@@ -35,7 +35,9 @@ from sipmesh.state.kv import KVStore
 from . import forward as fw
 from .antiflood import AntiFlood, FloodConfig
 from .branches import ProxyTransaction
+from .dialogs import DialogEvents
 from .drain import RETRY_AFTER, Drain
+from .media import MediaManager
 from .nat import KeepAliveTable, NatTest, add_contact_alias, keepalive_options, nat_uac_test
 from .outbound import Outbound
 from .proxycore import CoreSettings, ProxyCore
@@ -82,6 +84,8 @@ class EdgeService(MessageSink):
         clock: Callable[[], float] = time.time,
         spans: Spans | None = None,
         capture: SipCapture | None = None,
+        media_relay: Callable[[], Awaitable[MediaRelayClient]] | None = None,
+        event_streams: tuple[tuple[str, tuple[str, ...]], ...] = (),
     ) -> None:
         self.config = config
         self.edge_id = config.instance_id
@@ -94,6 +98,13 @@ class EdgeService(MessageSink):
         self._clock = clock
         self._spans = spans
         self.capture = capture
+        # NATMANAGE: the relay client is resolved on the first media op of a call
+        # (none when the process has no relay and no endpoints.media_relay).
+        self.media = MediaManager(media_relay, timeout=config.edge.router_timeout, metrics=metrics)
+        self.dialogs = DialogEvents(self._fire)
+        # JetStream streams that must exist before events are published, so they
+        # are kept even while their consumer (accounting) is not running yet.
+        self._event_streams = event_streams
         self.stats = EdgeStats(metrics)
         self.transports = transports(self)
         self._timers = timers or TimerConfig()
@@ -140,6 +151,7 @@ class EdgeService(MessageSink):
         router = source if isinstance(source, RouterClient) else await source()
         if self._peers_source is not None:
             self._peers = await self._peers_source()
+        await self._ensure_streams()
         await self.transports.start()
         self._learn_addresses()
         ecfg = self.config.edge
@@ -172,6 +184,9 @@ class EdgeService(MessageSink):
             local_address=self.local_address,
             publish=self._publish,
             on_final=self._on_final,
+            media=self.media,
+            dialogs=self.dialogs,
+            wall=self._clock,
         )
         self.core.spans = self._spans
         if self.capture is not None:
@@ -213,6 +228,19 @@ class EdgeService(MessageSink):
 
     def ready(self) -> bool:
         return self._running
+
+    async def _ensure_streams(self) -> None:
+        bus = self._bus
+        if bus is None:
+            return
+        for stream, subjects in self._event_streams:
+            try:
+                async with asyncio.timeout(5.0):
+                    await bus.ensure_stream(stream, subjects)
+            except Exception as exc:
+                # Events still go out on the bus; only their capture before the
+                # consumer exists is at stake, so the edge starts anyway.
+                log.warning("event stream %s not ensured: %s", stream, exc)
 
     def _learn_addresses(self) -> None:
         hosts = {d.lower() for d in self.config.domains}

@@ -64,6 +64,26 @@ class StatelessForwarder:
 
     def forward_request(self, request: Request, target: router_pb2.Target | None) -> bool:
         """Forward without a transaction (Kamailio's forward()): ACK for 2xx."""
+        dest = self.prepare(request, target, fw.stateless_branch)
+        if dest is None:
+            return False
+        self._transmit(bytes(request), dest)
+        self._stats.fwd_requests.inc()
+        return True
+
+    def send(self, data: bytes, dest: Address) -> None:
+        """Send prepared bytes (a repeated ACK)."""
+        self._transmit(data, dest)
+
+    def prepare(
+        self,
+        request: Request,
+        target: router_pb2.Target | None,
+        branch: Callable[[Request], str],
+    ) -> Address | None:
+        """Route ``request`` as a proxy would (§16.6 steps 6-8): target, own Routes
+        stripped, NAT alias, Max-Forwards, our Via with ``branch(request)``; returns
+        where to send it, None (counted as dropped) when it cannot go anywhere."""
         if target is not None:
             if target.uri:
                 request.uri = target.uri
@@ -82,21 +102,19 @@ class StatelessForwarder:
             hop = fw.Hop(alias[0].lower(), alias[1], alias[2])
         if hop is None:
             self._stats.dropped("unroutable")
-            return False
+            return None
         try:
             mf = request.max_forwards
         except ParseError:
             mf = None
         if mf == 0:
             self._stats.dropped("max-forwards")
-            return False
+            return None
         request.set("Max-Forwards", str(self._max_forwards if mf is None else mf - 1))
         family = "6" if ":" in hop.host else "4"
         host, port = self._local(hop.transport, family)
-        fw.add_via(request, hop.transport, host, port, fw.stateless_branch(request))
+        fw.add_via(request, hop.transport, host, port, branch(request))
         flow = hop.flow_id
         if hop.edge_id is not None:
             flow = f"{HANDOVER}{hop.edge_id}|{hop.flow_id}"
-        self._transmit(bytes(request), Address(hop.transport.upper(), hop.host, hop.port, flow))
-        self._stats.fwd_requests.inc()
-        return True
+        return Address(hop.transport.upper(), hop.host, hop.port, flow)

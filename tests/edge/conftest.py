@@ -18,6 +18,7 @@ from sipmesh.gen.sipmesh.v1 import router_pb2
 from sipmesh.runtime.config import SipmeshConfig
 from sipmesh.sip import Request, Response, parse_message
 from sipmesh.sip.transaction import TimerConfig
+from sipmesh.state.bus import EventBus
 from sipmesh.state.kv import KVStore
 from sipmesh.state.kv_memory import MemoryKV
 
@@ -63,9 +64,15 @@ async def start_edge(
     kv: KVStore | None = None,
     peers: Any = None,
     timers: TimerConfig | None = None,
+    bus: EventBus | None = None,
+    media_relay: Any = None,
+    event_streams: tuple[tuple[str, tuple[str, ...]], ...] = (),
     **edge: Any,
 ) -> EdgeService:
     config = make_config(**edge)
+
+    async def relay_client() -> Any:
+        return media_relay
 
     def transports(sink: MessageSink) -> Transports:
         return TransportManager(LISTEN, sink, config.edge)
@@ -78,6 +85,9 @@ async def start_edge(
         metrics=CollectorRegistry(),
         peers=peers,
         timers=timers or TimerConfig(t1=0.05, t2=0.4, t4=0.2, timer_d=0.2),
+        bus=bus,
+        media_relay=relay_client if media_relay is not None else None,
+        event_streams=event_streams,
     )
     await service.start()
     return service

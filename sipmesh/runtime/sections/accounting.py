@@ -6,6 +6,10 @@ from pydantic import Field
 
 from sipmesh.runtime.sections.base import Section
 
+#: The subjects of the accounting stream (events.proto header): the accounting
+#: consumer reads them, and the edge ensures the stream holds them from its start.
+ACCOUNTING_SUBJECTS: tuple[str, ...] = ("sipmesh.transaction.>", "sipmesh.dialog.>")
+
 
 class AccountingConfig(Section):
     dialog_timeout: int = Field(
