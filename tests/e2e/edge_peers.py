@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -500,3 +501,67 @@ def nameaddr_params(value: str) -> tuple[str, dict[str, str]]:
         key, _, val = part.partition("=")
         params[key.lower()] = val
     return hostport, params
+
+
+# -- raw UDP/TCP peers -------------------------------------------------------------------
+
+
+class UdpPeer:
+    """A UDP socket bound to ``ip`` (127.0.0.x: another source on loopback)."""
+
+    def __init__(self, ip: str = "127.0.0.1") -> None:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.local = self.sock.getsockname()[:2]
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sock.sendto(data, addr)
+
+    def recv(self, timeout: float) -> bytes | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65535)
+        except TimeoutError:
+            return None
+
+    def response(self, timeout: float, status: int | None = None) -> Response | None:
+        """The next response (of ``status`` if given) within ``timeout``, else None."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            data = self.recv(left)
+            if data is None:
+                return None
+            message = parse_message(data)
+            if isinstance(message, Response) and (status is None or message.status == status):
+                return message
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def options_request(
+    local: tuple[str, int], transport: str = "UDP", call_id: str | None = None
+) -> bytes:
+    """OPTIONS to the server itself (no user part, R-URI without port: myself by host)."""
+    host = f"[{local[0]}]" if ":" in local[0] else local[0]
+    return (
+        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {host}:{local[1]};branch=z9hG4bK{secrets.token_hex(8)};rport\r\n"
+        f"From: <sip:probe@{DOMAIN}>;tag={secrets.token_hex(4)}\r\n"
+        f"To: <sip:{DOMAIN}>\r\n"
+        f"Call-ID: {call_id or secrets.token_hex(8)}\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def options_ok(address: tuple[str, int], ip: str = "127.0.0.1", timeout: float = 3) -> bool:
+    """One OPTIONS over UDP from ``ip``: True when the edge answered 200."""
+    peer = UdpPeer(ip)
+    try:
+        peer.send(options_request(peer.local), address)
+        response = peer.response(timeout)
+        return response is not None and response.status == 200
+    finally:
+        peer.close()
