@@ -25,6 +25,9 @@ from sipmesh.presence.subscriptions import Announce
 # A call's state is kept this long without news (Kamailio dialog's default_timeout).
 CALL_LIFETIME = 43200
 _STATE_RE = re.compile(rb"<state[^>]*>\s*[a-z]+\s*</state>")
+_STATE_VALUE_RE = re.compile(rb"<state[^>]*>\s*([a-z]+)\s*</state>")
+# RFC 4235 §3.7.1: a dialog only moves forward through these states.
+_RANK = {"trying": 0, "proceeding": 1, "early": 2, "confirmed": 3, "terminated": 4}
 _DIALOG_STATES = {
     events_pb2.DialogEvent.STATE_START: "trying",
     events_pb2.DialogEvent.STATE_EARLY: "early",
@@ -76,6 +79,11 @@ class CallState:
                 return True
             if tx.method != "INVITE" or tx.status < 200:
                 return False
+            if tx.status >= 300 and (not tx.dst_uri or tx.status in (401, 407)):
+                # Answered by the proxy itself (a 407 challenge, 404 without binding)
+                # or a challenge from downstream: no call was set up, so no dialog
+                # to report (Kamailio's dialog module tracks relayed INVITEs only).
+                return False
             caller = presentity_uri(tx.from_user, tx.from_domain)
             callee = presentity_uri(tx.to_user, tx.to_domain)
             if tx.status < 300:
@@ -103,6 +111,10 @@ class CallState:
     ) -> None:
         dialog_id = _digest(call_id + "\x00" + from_tag)
         etag_i, etag_r = etags(call_id)
+        known = {
+            pub.etag: pub.body
+            for pub in await self._store.publications_by_etag("dialog", [etag_i, etag_r])
+        }
         expires = now + (int(self._linger) if state == "terminated" else CALL_LIFETIME)
         sides = (
             (caller, callee, "initiator", from_tag, to_tag, etag_i),
@@ -125,6 +137,8 @@ class CallState:
                 remote_identity=remote,
                 event=reason,
             )
+            if _stale(known.get(etag), body, state):
+                continue
             await self._store.upsert_publication(
                 Publication(user, domain, "dialog", etag, expires, now, body, "calls"),
                 uuid.uuid4().hex,
@@ -144,3 +158,22 @@ class CallState:
                 uuid.uuid4().hex,
             )
             await self._announce("dialog", presentity_uri(pub.username, pub.domain))
+
+
+def _stale(current: bytes | None, body: bytes, state: str) -> bool:
+    """True when ``body`` would tell watchers nothing new about the call.
+
+    The edge reports a call twice (its DialogEvents and the INVITE's
+    TransactionEvent), and events of different subjects may arrive out of order
+    across instances: the same document again, a state behind the stored one, or
+    anything after "terminated" is not stored, so no NOTIFY repeats or goes back.
+    """
+    if current is None:
+        return False
+    if current == body:
+        return True
+    found = _STATE_VALUE_RE.search(current)
+    if found is None:
+        return False
+    old = found.group(1).decode()
+    return old == "terminated" or _RANK.get(state, 0) < _RANK.get(old, 0)
