@@ -192,6 +192,9 @@ class MediaManager:
         # edge deletes the session even when the router asked for nothing. Bounded:
         # the relay's media timeout reclaims what falls out.
         self._calls: OrderedDict[str, None] = OrderedDict()
+        # Calls this edge deleted lately: a BYE asked to delete twice (the local
+        # table and the router's MANAGE) makes one relay call. An offer clears it.
+        self._gone: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self.ops = Counter(
             "sipmesh_edge_media_ops",
@@ -250,6 +253,12 @@ class MediaManager:
     async def delete(self, call_id: str, via_branch: str = "") -> bool:
         """Delete the call's session (or one fork); False when there was none."""
         self._calls.pop(call_id, None)
+        if not via_branch:
+            if call_id in self._gone:
+                return False
+            self._gone[call_id] = None
+            if len(self._gone) > 4096:
+                self._gone.popitem(last=False)
         try:
             client = await self.client()
             key = media_relay_pb2.MediaSessionKey(call_id=call_id, via_branch=via_branch)
@@ -352,6 +361,7 @@ class MediaManager:
     def _remember(self, call_id: str) -> None:
         if not call_id:
             return
+        self._gone.pop(call_id, None)
         self._calls[call_id] = None
         self._calls.move_to_end(call_id)
         while len(self._calls) > self._max_calls:
