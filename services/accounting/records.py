@@ -100,7 +100,7 @@ FAILURE_REASONS: frozenset[str] = frozenset(
 )
 
 # A transaction timestamp further than this from the envelope's wall-clock time is on
-# another clock (the edge's monotonic loop clock): see ``_wall_clock``.
+# another clock (an older edge's monotonic loop clock): see ``_wall_clock``.
 _CLOCK_DOMAIN_GAP = 1e6
 
 
@@ -359,9 +359,12 @@ class Plan:
 def _wall_clock(envelope: events_pb2.Envelope, tx: events_pb2.TransactionEvent) -> float:
     """The offset that puts the transaction's timestamps on the wall clock.
 
-    The edge stamps transactions with its event-loop (monotonic) clock and the
-    envelope with the wall clock at publication, right after the final response
-    (finished_at). Timestamps already on the wall clock need no offset.
+    Edges stamp transactions on the wall clock (time.time) since issue 4's
+    follow-up, so the offset is 0 for them. Earlier edges used their event loop's
+    monotonic clock; their events may still sit in the durable stream during an
+    upgrade (or be replayed), so they are still put on the wall clock here through
+    the envelope time, stamped at publication right after the final response
+    (finished_at). Kept until no such event can remain.
     """
     if envelope.time and tx.finished_at and abs(envelope.time - tx.finished_at) > _CLOCK_DOMAIN_GAP:
         return envelope.time - tx.finished_at
