@@ -13,8 +13,11 @@ same rows whichever instance processes them. A terminated call stays
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
+from collections.abc import Callable
+from functools import partial
 
 from sipmesh.gen.sipmesh.v1 import events_pb2
 from sipmesh.presence.model import Publication, presentity_uri, split_uri
@@ -22,6 +25,9 @@ from sipmesh.presence.packages.dialog import dialog_document
 from sipmesh.presence.store import PresenceStore
 from sipmesh.presence.subscriptions import Announce
 
+log = logging.getLogger("sipmesh.presence")
+# Compare-and-set attempts of one call state write (see CallState._write).
+_ATTEMPTS = 5
 # A call's state is kept this long without news (Kamailio dialog's default_timeout).
 CALL_LIFETIME = 43200
 _STATE_RE = re.compile(rb"<state[^>]*>\s*[a-z]+\s*</state>")
@@ -111,10 +117,6 @@ class CallState:
     ) -> None:
         dialog_id = _digest(call_id + "\x00" + from_tag)
         etag_i, etag_r = etags(call_id)
-        known = {
-            pub.etag: pub.body
-            for pub in await self._store.publications_by_etag("dialog", [etag_i, etag_r])
-        }
         expires = now + (int(self._linger) if state == "terminated" else CALL_LIFETIME)
         sides = (
             (caller, callee, "initiator", from_tag, to_tag, etag_i),
@@ -137,31 +139,58 @@ class CallState:
                 remote_identity=remote,
                 event=reason,
             )
-            if _stale(known.get(etag), body, state):
-                continue
-            await self._store.upsert_publication(
-                Publication(user, domain, "dialog", etag, expires, now, body, "calls"),
-                uuid.uuid4().hex,
+            await self._write(
+                user, domain, etag, expires, now, partial(_newer, body=body, state=state)
             )
-            await self._announce("dialog", uri)
 
     async def end(self, call_id: str, reason: str, now: int) -> None:
         """The call is over (BYE): both sides' dialogs become terminated."""
         expires = now + int(self._linger)
+        terminated = f'<state event="{reason}">terminated</state>'.encode()
+
+        def ended(old: bytes | None) -> bytes | None:
+            if old is None or _state_of(old) == "terminated":
+                return None
+            return _STATE_RE.sub(terminated, old, count=1)
+
         for pub in await self._store.publications_by_etag("dialog", list(etags(call_id))):
-            terminated = f'<state event="{reason}">terminated</state>'.encode()
-            body = _STATE_RE.sub(terminated, pub.body, count=1)
-            await self._store.upsert_publication(
-                Publication(
-                    pub.username, pub.domain, "dialog", pub.etag, expires, now, body, "calls"
-                ),
-                uuid.uuid4().hex,
-            )
-            await self._announce("dialog", presentity_uri(pub.username, pub.domain))
+            await self._write(pub.username, pub.domain, pub.etag, expires, now, ended)
+
+    async def _write(
+        self,
+        user: str,
+        domain: str,
+        etag: str,
+        expires: int,
+        now: int,
+        decide: Callable[[bytes | None], bytes | None],
+    ) -> None:
+        """Compare-and-set one side's call state: ``decide(current body)`` gives the
+        new body or None (nothing new). Events of one call are processed by any
+        presence instance (queue group), so a write that lost the race re-reads
+        the row and decides again instead of overwriting a newer state."""
+        for _ in range(_ATTEMPTS):
+            current = await self._store.get_publication(user, domain, "dialog", etag)
+            old = current.body if current is not None else None
+            body = decide(old)
+            if body is None:
+                return
+            pub = Publication(user, domain, "dialog", etag, expires, now, body, "calls")
+            if await self._store.swap_publication(pub, uuid.uuid4().hex, old):
+                await self._announce("dialog", presentity_uri(user, domain))
+                return
+        log.warning(
+            "dialog state of %s@%s not written: %d concurrent updates", user, domain, _ATTEMPTS
+        )
 
 
-def _stale(current: bytes | None, body: bytes, state: str) -> bool:
-    """True when ``body`` would tell watchers nothing new about the call.
+def _state_of(body: bytes) -> str:
+    found = _STATE_VALUE_RE.search(body)
+    return found.group(1).decode() if found is not None else ""
+
+
+def _newer(current: bytes | None, body: bytes, state: str) -> bytes | None:
+    """``body``, or None when it would tell watchers nothing new about the call.
 
     The edge reports a call twice (its DialogEvents and the INVITE's
     TransactionEvent), and events of different subjects may arrive out of order
@@ -169,11 +198,10 @@ def _stale(current: bytes | None, body: bytes, state: str) -> bool:
     anything after "terminated" is not stored, so no NOTIFY repeats or goes back.
     """
     if current is None:
-        return False
+        return body
     if current == body:
-        return True
-    found = _STATE_VALUE_RE.search(current)
-    if found is None:
-        return False
-    old = found.group(1).decode()
-    return old == "terminated" or _RANK.get(state, 0) < _RANK.get(old, 0)
+        return None
+    old = _state_of(current)
+    if old == "terminated" or _RANK.get(state, 0) < _RANK.get(old, 0):
+        return None
+    return body

@@ -121,6 +121,41 @@ class PresenceStore:
                 ruid,
             )
 
+    async def swap_publication(self, pub: Publication, ruid: str, expected: bytes | None) -> bool:
+        """Write ``pub`` only if the row with its entity tag still has the body
+        ``expected`` (None: no row yet). False when another instance wrote it first:
+        the caller re-reads and decides again (call events arrive on any instance)."""
+        if expected is None:
+            changed = await self.db.execute(
+                "INSERT INTO presentity (username, domain, event, etag, expires, received_time,"
+                " body, sender, priority, ruid) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,0,$9)"
+                " ON CONFLICT (username, domain, event, etag) DO NOTHING",
+                pub.username,
+                pub.domain,
+                pub.event,
+                pub.etag,
+                pub.expires,
+                pub.received_time,
+                pub.body,
+                _clip(pub.sender, 255),
+                ruid,
+            )
+        else:
+            changed = await self.db.execute(
+                "UPDATE presentity SET expires=$1, received_time=$2, body=$3, ruid=$4"
+                " WHERE username=$5 AND domain=$6 AND event=$7 AND etag=$8 AND body=$9",
+                pub.expires,
+                pub.received_time,
+                pub.body,
+                ruid,
+                pub.username,
+                pub.domain,
+                pub.event,
+                pub.etag,
+                expected,
+            )
+        return changed == 1
+
     async def get_publication(
         self, username: str, domain: str, event: str, etag: str
     ) -> Publication | None:

@@ -4,9 +4,11 @@ TransactionEvent) give one NOTIFY per state change, never a step back."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sipmesh.gen.sipmesh.v1 import events_pb2, presence_pb2
+from sipmesh.presence.calls import etags
 from sipmesh.presence.testing import DOMAIN, Harness, MakeHarness
 
 ALICE = f"sip:alice@{DOMAIN}"
@@ -96,3 +98,22 @@ async def test_a_late_event_does_not_bring_an_ended_call_back(make: MakeHarness)
     await feed(h, dlg(_Dlg.STATE_EARLY), tx(200))
     assert len(h.edge.notifies()) == 3
     assert b">terminated</state>" in h.edge.notifies()[2].body
+
+
+async def test_concurrent_events_of_one_call_keep_the_newest_state(make: MakeHarness) -> None:
+    """Events of one call processed at once (as by two instances of a queue group):
+    the compare-and-set write makes a stale one re-read instead of overwriting."""
+    h = await watching_alice(make)
+    await asyncio.gather(
+        *(
+            h.service.deliver(presence_pb2.DeliverRequest(events=[e]))
+            for e in (dlg(_Dlg.STATE_ANSWER), dlg(_Dlg.STATE_EARLY), tx(200), dlg(_Dlg.STATE_START))
+        )
+    )
+    await h.service.drain()
+    stored = await h.service.store.publications_by_etag("dialog", list(etags("call-9")))
+    assert len(stored) == 2
+    assert all(b"<state>confirmed</state>" in p.body for p in stored)
+    await h.settle(lambda: b"confirmed" in h.edge.notifies()[-1].body)
+    seen = [n.body.split(b"<state")[1][:12] for n in h.edge.notifies()[1:]]
+    assert b">confirmed<" in seen[-1]
