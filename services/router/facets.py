@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sipmesh.clients.errors import ServiceError
 from sipmesh.gen.sipmesh.v1 import common_pb2, presence_pb2, registrar_pb2, router_pb2
 from sipmesh.router.targets import Target
+from sipmesh.state.errors import StateError
 
 if TYPE_CHECKING:
     from sipmesh.router.api import Ctx
@@ -25,6 +26,8 @@ log = logging.getLogger("sipmesh.router")
 
 _AuthResult = registrar_pb2.AuthenticateReply.Result
 _Lookup = registrar_pb2.LookupReply.Result
+# Marks a request relayed by a peer region's router (multi-region, _lookup_remote).
+REGION_HEADER = "X-Sipmesh-Region"
 
 
 @dataclass
@@ -215,13 +218,38 @@ class RegistrarFacet:
         if reply.result == _Lookup.RESULT_METHOD_NOT_ALLOWED:
             return LookupOutcome(-2, aor=reply.aor)
         if reply.result != _Lookup.RESULT_FOUND or not reply.bindings:
-            return LookupOutcome(-1, aor=reply.aor)
+            return await self._lookup_remote(reply.aor)
         targets = [Target.from_binding(b) for b in reply.bindings]
         self._ctx.clear_branches()
         for t in targets:
             self._ctx.append_branch(t)
         self._ctx.set_ruri(targets[0].uri)
         return LookupOutcome(1, targets, reply.aor)
+
+    async def _lookup_remote(self, aor: str) -> LookupOutcome:
+        """Multi-region: relay to the home region of a user registered in a peer region.
+
+        The R-URI stays the AOR (the home region looks the user up itself); the
+        home region's address becomes the next hop ($du), and the request carries
+        REGION_HEADER so the home region never sends it on to a third region (no
+        ping-pong between stale index entries). docs/deployment.md, "Multi-region".
+        """
+        index = self._env.regions
+        if index is None or not aor or self._ctx.hdr(REGION_HEADER) is not None:
+            return LookupOutcome(-1, aor=aor)
+        try:
+            async with asyncio.timeout(self._env.call_timeout):
+                home = await index.lookup(aor)
+        except (TimeoutError, StateError) as exc:
+            log.debug("lookup: remote index unavailable: %s", exc)
+            return LookupOutcome(-1, aor=aor)
+        if home is None or home.region == self._env.region:
+            return LookupOutcome(-1, aor=aor)
+        target = Target(self._ctx.ruri, dst_uri=home.address)
+        self._ctx.clear_branches()
+        self._ctx.append_branch(target)
+        self._ctx.append_hf(REGION_HEADER, self._env.region or "peer")
+        return LookupOutcome(1, [target], aor)
 
 
 class PresenceFacet:

@@ -79,7 +79,6 @@ class _HealthWatch:
 # the configured ``namespace`` (regions, several installations on one server)
 # replaces "sipmesh" (key_prefix / subject_prefix below).
 KEY_PREFIX = "sipmesh:"
-SUBJECT_PREFIX = "sipmesh"
 
 
 def key_prefix(config: SipmeshConfig) -> str:
@@ -88,8 +87,13 @@ def key_prefix(config: SipmeshConfig) -> str:
 
 
 def subject_prefix(config: SipmeshConfig) -> str:
-    """The NATS subject prefix of this installation (``<namespace>``)."""
-    return config.namespace
+    """The NATS subject prefix of this installation.
+
+    The subjects of events.proto already start with ``sipmesh.``, so the default
+    namespace adds nothing (no ``sipmesh.sipmesh.…``); another namespace is put in
+    front (``region-a.sipmesh.registration.added``).
+    """
+    return "" if config.namespace == "sipmesh" else config.namespace
 
 
 class _BackendModule(Generic[B]):

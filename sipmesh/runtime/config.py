@@ -30,6 +30,12 @@ from sipmesh.runtime.sections import (
 )
 from sipmesh.runtime.sections.base import Section
 
+# --- regions (issue 12, multi-region): the namespace setting and the regions section ---
+from sipmesh.runtime.sections.regions import RegionsConfig
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# --- end regions ---
+
 ENV_PREFIX = "SIPMESH_"
 
 TARGETS = ("edge", "router", "registrar", "presence", "accounting", "media-relay", "admin")
@@ -86,6 +92,14 @@ class SipmeshConfig(Section):
     )
     admin: str = Field("127.0.0.1:8080", description="admin API and web console")
     grace_period: float = Field(10.0, ge=0, description="seconds to drain on SIGTERM/SIGINT")
+    # --- regions (issue 12): key/subject namespace and the multi-region section ---
+    namespace: str = Field(
+        "sipmesh",
+        description="prefix of every Redis key (NAMESPACE:) and NATS subject (NAMESPACE.); "
+        "installations or regions sharing a server use different ones",
+    )
+    regions: RegionsConfig = Field(default_factory=RegionsConfig)
+    # --- end regions ---
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
@@ -106,6 +120,13 @@ class SipmeshConfig(Section):
             if name != "all" and name not in TARGETS:
                 raise ValueError(f"unknown target {name!r} (known: all, {', '.join(TARGETS)})")
         return names
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAMESPACE_RE.match(value):
+            raise ValueError(f"{value!r}: a namespace is letters, digits, '-' and '_'")
+        return value
 
     @field_validator("listen")
     @classmethod

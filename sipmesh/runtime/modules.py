@@ -123,7 +123,19 @@ class ModuleManager:
             log.debug("module %s running", name)
 
     async def stop(self, grace: float) -> None:
-        """Stop every started module in reverse order, frontends first."""
+        """Stop every started module in reverse order, frontends first.
+
+        Services with a ``begin_drain()`` method are told first, all at once, so that
+        one that refuses new work while draining (the edge) does so from the moment
+        stopping begins, not only when its turn comes after the frontends."""
+        for name in self._order:
+            entry = self._running.get(name)
+            begin = getattr(entry.service, "begin_drain", None) if entry is not None else None
+            if callable(begin):
+                try:
+                    begin()
+                except Exception as exc:
+                    log.error("module %s: begin_drain failed: %s", name, exc)
         for name in reversed(self._order):
             entry = self._running.get(name)
             if entry is None or entry.lifecycle.state in (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable
 
+from sipmesh.regions.module import RegionsModule
 from sipmesh.runtime.backends import BusModule, DbModule, KvModule, LocationModule
 from sipmesh.runtime.cluster import ClusterModule
 from sipmesh.runtime.context import Runtime
@@ -20,12 +21,16 @@ from sipmesh.runtime.modules import Factory, ModuleSpec
 
 # target -> (python package, hard dependencies, soft dependencies)
 _TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "registrar": ("sipmesh.registrar", ("kv", "location", "db", "bus", "grpc-server"), ()),
+    "registrar": (
+        "sipmesh.registrar",
+        ("kv", "location", "db", "bus", "regions", "grpc-server"),
+        (),
+    ),
     "media-relay": ("sipmesh.media_relay", ("kv", "bus", "grpc-server"), ()),
     "presence": ("sipmesh.presence", ("kv", "db", "bus", "grpc-server"), ("registrar",)),
     "router": (
         "sipmesh.router",
-        ("kv", "db", "bus", "grpc-server"),
+        ("kv", "db", "bus", "regions", "grpc-server"),
         ("registrar", "presence", "media-relay"),
     ),
     "edge": ("sipmesh.edge", ("kv", "bus", "grpc-server"), ("router", "registrar", "presence")),
@@ -61,6 +66,8 @@ def default_modules() -> list[ModuleSpec]:
         ModuleSpec("bus", BusModule, internal=True),
         # Answers the admin service's cluster-wide questions (stats, info, log level).
         ModuleSpec("cluster", ClusterModule, depends_on=("kv", "bus"), internal=True),
+        # Multi-region: the remote location index and the registration replicator.
+        ModuleSpec("regions", RegionsModule, depends_on=("kv", "bus"), internal=True),
         # Frontend: started after every servicer is registered, stopped first.
         ModuleSpec("grpc-server", GrpcServerService, internal=True, frontend=True),
     ]

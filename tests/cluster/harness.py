@@ -34,7 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +139,7 @@ class Cluster:
     instances: dict[str, list[Instance]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     jobs: dict[str, Instance] = field(default_factory=dict)
+    jobs_done: bool = False
 
     # ----- planning: compose environment -> local environment -----
 
@@ -255,7 +256,10 @@ class Cluster:
             )
 
     def run_jobs(self, timeout: float = 60.0) -> None:
-        """Run the one-shot services (compose's service_completed_successfully)."""
+        """Run the one-shot services (compose's service_completed_successfully), once."""
+        if self.jobs_done:
+            return
+        self.jobs_done = True
         for name in self.order:
             job = self.jobs.get(name)
             if job is None:
@@ -268,12 +272,13 @@ class Cluster:
             if code != 0:
                 raise RuntimeError(f"{job.name} failed ({code}):\n{job.log()}")
 
-    def start(self) -> None:
-        """Start every server in depends_on order; wait for each service's /ready."""
+    def start(self, only: Collection[str] | None = None) -> None:
+        """Start every server (or the services named in ``only``) in depends_on order;
+        wait for each service's /ready."""
         self.run_jobs()
         services = load_services(self.compose_file)
         for name in self.order:
-            if name not in self.instances:
+            if name not in self.instances or (only is not None and name not in only):
                 continue
             blocked = [
                 dep
