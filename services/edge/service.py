@@ -226,6 +226,11 @@ class EdgeService(MessageSink):
         if self.capture is not None:
             await self.capture.stop()
 
+    def begin_drain(self) -> None:
+        """Stopping begins (called before any module stops): refuse new work now."""
+        self._running = False
+        self.drain.draining = True
+
     def ready(self) -> bool:
         return self._running
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sipmesh.clients.interfaces import PresenceClient, RegistrarClient
 from sipmesh.gen.sipmesh.v1 import common_pb2
+from sipmesh.regions.index import RemoteLookup
 from sipmesh.router.cfgstore import CfgStore
 from sipmesh.router.dialplan import Dialplan
 from sipmesh.router.dispatcher import Dispatcher
@@ -43,6 +44,9 @@ class RouterEnv:
     presence: PresenceClient | None = None
     resolver: Resolver = field(default_factory=SimpleResolver)
     outbound: OutboundSender | None = None
+    # Multi-region (issue 12): peers' registrations, consulted on a local lookup miss.
+    regions: RemoteLookup | None = None
+    region: str = ""
     # Timeout of one call to another service from the script (registrar, presence).
     call_timeout: float = 1.0
     # Fire-and-forget tasks (NOTIFYs handed to edges), kept referenced until done.
