@@ -208,6 +208,9 @@ class CdrUpdate:
     callee: str = ""
     src_ip: str = ""
     dst_uri: str = ""
+    #: dst_uri is only a fallback (a dialog start's R-URI as received), never
+    #: replacing the winning branch's R-URI an INVITE transaction reports.
+    dst_fallback: bool = False
     answer_time: float | None = None
     #: Final status of the INVITE (2xx with answer_time, >= 300 with a failure end).
     status: int = 0
@@ -298,7 +301,8 @@ def merge_cdr(current: Cdr | None, update: CdrUpdate) -> Cdr:
     fields: dict[str, Any] = {"start_time": min(cdr.start_time, update.seen_at)}
     for name in ("from_tag", "caller", "callee", "src_ip", "dst_uri"):
         value = getattr(update, name)
-        if value and (update.origin or not getattr(cdr, name)):
+        overrides = update.origin and not (name == "dst_uri" and update.dst_fallback)
+        if value and (overrides or not getattr(cdr, name)):
             fields[name] = value
     if update.to_tag and (not cdr.to_tag or update.answer_time is not None):
         fields["to_tag"] = update.to_tag
@@ -453,7 +457,11 @@ def plan_dialog(envelope: events_pb2.Envelope) -> Plan:
         "dst_uri": dlg.ruri,
     }
     if dlg.state == State.STATE_START:
-        update = CdrUpdate(call_id=dlg.call_id, seen_at=at, origin=True, **identity)
+        # The dialog's R-URI is the one received; the INVITE's event names the branch
+        # that answered (cdrs.dst_uri), whichever of the two is processed first.
+        update = CdrUpdate(
+            call_id=dlg.call_id, seen_at=at, origin=True, dst_fallback=True, **identity
+        )
     elif dlg.state == State.STATE_EARLY:
         update = CdrUpdate(call_id=dlg.call_id, seen_at=at, to_tag=dlg.to_tag)
     elif dlg.state == State.STATE_ANSWER:
