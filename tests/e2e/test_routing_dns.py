@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.procs import SipmeshProcess
 from tests.e2e.test_routing_features import Peer, call, peer, start_sipmesh
 from tests.e2e.test_routing_features import peers as peers  # the fixture
 from tests.router.dnsserver import DnsTestServer
@@ -59,35 +60,36 @@ def test_foreign_domain_fails_over_to_the_second_srv_target(
     workdir: Path, peers: list[Peer], dns: DnsTestServer, first: str
 ) -> None:
     silent: socket.socket | None = None
-    if first == "503":
-        failing = peer(peers, workdir, "uas_503.xml", "first")
-        first_port = failing.port
-    else:
-        # Bound (no ICMP port unreachable) but never answering: the branch times out.
-        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        silent.bind(("127.0.0.1", 0))
-        first_port = silent.getsockname()[1]
-    second = peer(peers, workdir, "uas_answer.xml", "second")
-    dns.add(
-        "_sip._udp.far.test",
-        "SRV",
-        f"10 0 {first_port} a.far.test.",
-        f"20 0 {second.port} b.far.test.",
-    )
-    dns.add("a.far.test", "A", "127.0.0.1")
-    dns.add("b.far.test", "A", "127.0.0.1")
-    core = start_sipmesh(
-        workdir,
-        {
-            "router": {
-                "dns_servers": [f"{dns.host}:{dns.port}"],
-                "dns_transports": ["udp"],
-            },
-            # A non-answering hop is given up after 1 s (tm's fr_timer).
-            "edge": {"fr_timer": 1.0},
-        },
-    )
+    core: SipmeshProcess | None = None
     try:
+        if first == "503":
+            failing = peer(peers, workdir, "uas_503.xml", "first")
+            first_port = failing.port
+        else:
+            # Bound (no ICMP port unreachable) but never answering: the branch times out.
+            silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            silent.bind(("127.0.0.1", 0))
+            first_port = silent.getsockname()[1]
+        second = peer(peers, workdir, "uas_answer.xml", "second")
+        dns.add(
+            "_sip._udp.far.test",
+            "SRV",
+            f"10 0 {first_port} a.far.test.",
+            f"20 0 {second.port} b.far.test.",
+        )
+        dns.add("a.far.test", "A", "127.0.0.1")
+        dns.add("b.far.test", "A", "127.0.0.1")
+        core = start_sipmesh(
+            workdir,
+            {
+                "router": {
+                    "dns_servers": [f"{dns.host}:{dns.port}"],
+                    "dns_transports": ["udp"],
+                },
+                # A non-answering hop is given up after 1 s (tm's fr_timer).
+                "edge": {"fr_timer": 1.0},
+            },
+        )
         result = call(core, workdir, "bob@far.test", "call_auth_uri.xml")
         assert result.returncode == 0, result.output + core.log()
         assert result.successful == 1
@@ -102,4 +104,5 @@ def test_foreign_domain_fails_over_to_the_second_srv_target(
     finally:
         if silent is not None:
             silent.close()
-        assert core.stop() == 0, core.log()
+        if core is not None:
+            assert core.stop() == 0, core.log()

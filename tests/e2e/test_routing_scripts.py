@@ -13,8 +13,8 @@ import pytest
 
 from tests.e2e.procs import free_port
 from tests.e2e.sipp import SippResult, run_sipp
-from tests.e2e.test_call_sipp import DOMAIN, expect_status, inject, register_at
-from tests.e2e.test_routing_features import Peer, admin, call, peer, start_sipmesh
+from tests.e2e.test_call_sipp import DOMAIN, inject, register_at
+from tests.e2e.test_routing_features import Peer, admin, call, final_status, peer, start_sipmesh
 from tests.e2e.test_routing_features import peers as peers  # the fixture
 
 pytestmark = [pytest.mark.sipp, pytest.mark.e2e]
@@ -54,9 +54,10 @@ def test_custom_script_in_config_replaces_the_default(workdir: Path) -> None:
         trace = workdir / "caller-messages.log"
         result = run_sipp(
             f"127.0.0.1:{core.sip_port}",
-            scenario=expect_status(workdir, 488),
+            scenario=final_status(workdir, 488),
             workdir=workdir / "caller",
             inf=inject(workdir, "call.csv", f"alice;{DOMAIN};bob"),
+            local_port=free_port(),
             extra=["-trace_msg", "-message_file", str(trace)],
             timeout=15,
         )
@@ -96,6 +97,7 @@ def test_broken_script_is_refused_on_reload_while_calls_flow(
                 scenario="call_auth.xml",
                 workdir=workdir / "load",
                 inf=inject(workdir, "load.csv", f"alice;{DOMAIN};bob"),
+                local_port=free_port(),
                 extra=["-au", "alice", "-ap", "alice-pw", "-l", "20"],
                 calls=calls,
                 rate=25,
@@ -127,7 +129,7 @@ def test_call_answered_by_the_copy_of_the_default_script(workdir: Path, peers: l
     script.write_text(DEFAULT_COPY)
     core = start_sipmesh(workdir, {"router": {"script": str(script)}})
     try:
-        result = call(core, workdir, "bob", expect_status(workdir, 404))
+        result = call(core, workdir, "bob", final_status(workdir, 404))
         assert result.returncode == 0, result.output + core.log()
     finally:
         assert core.stop() == 0, core.log()
