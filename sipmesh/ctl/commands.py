@@ -45,6 +45,8 @@ def register_ctl(subparsers: Any) -> None:
     passwd.add_argument("password", metavar="PASSWORD")
     rm = verbs.add_parser("rm", help="remove a subscriber: rm USER@DOMAIN")
     rm.add_argument("aor", metavar="USER@DOMAIN")
+    bulk = verbs.add_parser("add-bulk", help="add many subscribers: add-bulk FILE")
+    bulk.add_argument("file", metavar="FILE", help="lines of USER@DOMAIN PASSWORD")
     show = verbs.add_parser("show", help="list subscribers: show [USER@DOMAIN]")
     show.add_argument("aor", metavar="USER@DOMAIN", nargs="?")
 
@@ -130,6 +132,15 @@ async def _dispatch(args: argparse.Namespace, config: SipmeshConfig, db: Any) ->
         await op(db, aor, args.password, store_password=reg.store_password, realm=reg.realm)
         done = "added" if verb == "add" else "password changed"
         _out(args, {"aor": str(aor), "result": done}, f"{aor}: {done}")
+        return EXIT_OK
+    if verb == "add-bulk":
+        from pathlib import Path
+
+        from sipmesh.ctl.bulk import add_bulk, read_bulk_file
+
+        pairs = read_bulk_file(Path(args.file), config.domains[0] if config.domains else "")
+        count = await add_bulk(db, pairs, store_password=reg.store_password, realm=reg.realm)
+        _out(args, {"added": count}, f"{count} subscriber(s) added")
         return EXIT_OK
     if verb == "rm":
         aor = _aor(args.aor, config)
