@@ -1,0 +1,1 @@
+"""Helpers of the sipp benchmark runner (bench/run): processes, sipp, search, report."""
