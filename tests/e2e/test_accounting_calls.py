@@ -10,6 +10,7 @@ JetStream, each with edge, router, registrar and accounting in one process.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -330,6 +331,26 @@ def check_records(db_url: str, calls: Calls) -> None:
         assert rang_at_least <= seconds(row["end_time"], row["start_time"]) < rang_at_least + 1.5
 
 
+def check_ctl(db_url: str, calls: Calls) -> None:
+    """The operator's view of the same rows: `sipmesh ctl acc|cdr` with filters."""
+    answered = json.loads(
+        ctl("--db", db_url, "cdr", "--callid", calls.answered.call_id, "--format", "json")
+    )
+    assert [(r["callee"], r["status"], r["end_reason"]) for r in answered] == [
+        (f"bob@{DOMAIN}", 200, "bye")
+    ]
+    assert HOLD <= float(answered[0]["duration"]) < HOLD + 1.0
+    missed = json.loads(
+        ctl("--db", db_url, "acc", "--missed", "--status", "4xx", "--format", "json")
+    )
+    assert sorted(r["sip_code"] for r in missed) == ["408", "486", "487"]
+    busy = ctl("--db", db_url, "cdr", "--ended-by", "busy", "--format", "csv").splitlines()
+    assert len(busy) == 2  # header + the busy call
+    assert calls.busy.call_id in busy[1]
+    mine = json.loads(ctl("--db", db_url, "acc", "--user", "alice", "--format", "json"))
+    assert sorted(r["method"] for r in mine) == ["BYE", "INVITE"]
+
+
 def run_four_calls(workdir: Path, peers: list[Peer], backends: Backends) -> None:
     proc = sipmesh_process(workdir, "core", TARGETS, backends, {"edge": {"fr_inv_timer": TIMER_C}})
     proc.start()
@@ -338,6 +359,7 @@ def run_four_calls(workdir: Path, peers: list[Peer], backends: Backends) -> None
         provision(backends.db)
         calls = place_calls(proc, workdir, peers)
         check_records(backends.db, calls)
+        check_ctl(backends.db, calls)
     finally:
         assert proc.stop() == 0, proc.log()
 
