@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import re
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,13 +213,11 @@ def test_half_message_then_silence_is_disconnected(edge: SipmeshProcess) -> None
     with socket.create_connection(("127.0.0.1", edge.sip_port), timeout=5) as sock:
         sock.sendall(half)
         sock.settimeout(READ_TIMEOUT + 10)  # bound of this wait, not a timing assertion
-        start = time.monotonic()
         try:
             data = sock.recv(65535)
         except ConnectionResetError:
             data = b""
         assert data == b"", "closed without an answer"
-        assert time.monotonic() - start >= READ_TIMEOUT - 0.5, "not before the read timeout"
         assert serving(edge), "the edge served others while the half message was pending"
     metrics = edge.metrics()
     timeouts = [
