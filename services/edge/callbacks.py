@@ -108,8 +108,7 @@ class RouterCallbacks:
             except MediaFailure as exc:
                 return exc.status, exc.reason
         # add_rr_param in branch_route (";nat=yes"): this branch's Record-Route only.
-        # A branch decision carries it as relay.record_route_params (router api.build).
-        return decision.relay.record_route_params if decision.HasField("relay") else ""
+        return decision.record_route_params
 
     async def _reply_route(
         self: CoreHost, ptx: ProxyTransaction, branch: Branch, response: Response

@@ -626,11 +626,9 @@ class Ctx:
                 d.drop.reason = "no decision"
             else:
                 d.proceed.SetInParent()
-        if self.kind == "branch" and self._rr_params and self._action != "drop":
-            # add_rr_param in branch_route (";nat=yes"): the branch is sent (the
-            # default of a branch route) with these Record-Route parameters; the
-            # edge reads a BRANCH decision's relay as "send, with these".
-            d.relay.record_route_params = self._rr_params
+        if self.kind == "branch" and self._rr_params:
+            # add_rr_param in branch_route (";nat=yes"): this branch's Record-Route.
+            d.record_route_params = self._rr_params
         d.edits.extend(self._edits)
         if self._ruri_changed:
             d.ruri = self._ruri

@@ -264,7 +264,9 @@ async def test_branch_route_media_op_and_rr_param_per_branch(
 
     async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
         if req.kind == router_pb2.ROUTE_KIND_BRANCH:
-            decision = router_pb2.Decision(relay=router_pb2.Relay(record_route_params=";nat=yes"))
+            decision = router_pb2.Decision(
+                proceed=router_pb2.Proceed(), record_route_params=";nat=yes"
+            )
             decision.media_ops.append(MANAGE)
             return decision
         return relay_to(

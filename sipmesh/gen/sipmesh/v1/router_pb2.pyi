@@ -281,6 +281,7 @@ class Decision(google.protobuf.message.Message):
     MEDIA_OPS_FIELD_NUMBER: builtins.int
     FLAGS_FIELD_NUMBER: builtins.int
     AUTHENTICATED_USER_FIELD_NUMBER: builtins.int
+    RECORD_ROUTE_PARAMS_FIELD_NUMBER: builtins.int
     ruri: builtins.str
     """New Request-URI ($ru); empty = unchanged."""
     body: builtins.bytes
@@ -293,6 +294,10 @@ class Decision(google.protobuf.message.Message):
     """Transaction flags ($T flags / setflag) the router wants remembered."""
     authenticated_user: builtins.str
     """The authenticated user, when the router authenticated the request."""
+    record_route_params: builtins.str
+    """BRANCH: extra Record-Route URI parameters for this branch only (add_rr_param in
+    branch_route, e.g. ";nat=yes" of NATMANAGE).
+    """
     @property
     def reply(self) -> Global___Reply: ...
     @property
@@ -334,10 +339,11 @@ class Decision(google.protobuf.message.Message):
         media_ops: collections.abc.Iterable[Global___MediaOp] | None = ...,
         flags: builtins.int = ...,
         authenticated_user: builtins.str = ...,
+        record_route_params: builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: typing_extensions.TypeAlias = typing.Literal["acc", b"acc", "action", b"action", "drop", b"drop", "proceed", b"proceed", "relay", b"relay", "reply", b"reply"]
     def HasField(self, field_name: _HasFieldArgType) -> builtins.bool: ...
-    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["acc", b"acc", "action", b"action", "authenticated_user", b"authenticated_user", "body", b"body", "content_type", b"content_type", "context", b"context", "drop", b"drop", "edits", b"edits", "flags", b"flags", "media_ops", b"media_ops", "proceed", b"proceed", "relay", b"relay", "replace_body", b"replace_body", "reply", b"reply", "ruri", b"ruri"]
+    _ClearFieldArgType: typing_extensions.TypeAlias = typing.Literal["acc", b"acc", "action", b"action", "authenticated_user", b"authenticated_user", "body", b"body", "content_type", b"content_type", "context", b"context", "drop", b"drop", "edits", b"edits", "flags", b"flags", "media_ops", b"media_ops", "proceed", b"proceed", "record_route_params", b"record_route_params", "relay", b"relay", "replace_body", b"replace_body", "reply", b"reply", "ruri", b"ruri"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_action: typing_extensions.TypeAlias = typing.Literal["reply", "relay", "drop", "proceed"]
     _WhichOneofArgType_action: typing_extensions.TypeAlias = typing.Literal["action", b"action"]
