@@ -402,6 +402,31 @@ def test_winfo_reports_the_watcher(deployment: Deployment, workdir: Path) -> Non
             alice.kill()
 
 
+def test_refresh_and_unsubscribe_inside_the_dialog(deployment: Deployment, workdir: Path) -> None:
+    """RFC 6665 §4.1.2.1/§4.1.2.3: a refresh and an unsubscribe (Expires: 0) sent to the
+    dialog's remote target each get 200 and a NOTIFY, the last one terminated. Split:
+    the in-dialog requests may reach the other presence instance, which takes over."""
+    d = deployment
+    run_agent(
+        d,
+        workdir,
+        "unsubscribe",
+        "presence_unsubscribe.xml",
+        inject(workdir, "u.csv", f"bob;{DOMAIN};alice;presence;600"),
+        "bob",
+    )
+    trace = read_trace(workdir / "unsubscribe" / "messages.log")
+    notifies = [m for m in trace if m.received and m.method == "NOTIFY"]
+    states = [n.get("Subscription-State") for n in notifies]
+    assert states == ["active;expires=600", "active;expires=600", "terminated;reason=timeout"]
+    cseqs = [int(n.get("CSeq").split()[0]) for n in notifies]
+    assert cseqs == sorted(set(cseqs)), cseqs
+    in_dialog = [m for m in trace if not m.received and m.method == "SUBSCRIBE"][2:]
+    assert len(in_dialog) == 2
+    # Sent to the Contact of presence's 2xx (the edge), not to the presentity's AOR.
+    assert all(f"sip:alice@{DOMAIN}" not in m.start for m in in_dialog), in_dialog
+
+
 def register(d: Deployment, workdir: Path, user: str, contact_port: int) -> None:
     run_agent(
         d,
