@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class NatTest:
     DEFAULT = CONTACT_PRIVATE | VIA_ADDRESS | VIA_PORT
 
 
+# Pure functions of the host strings, called for every request (nat_uac_test):
+# ipaddress parsing costs ~10 µs a call; a UA's addresses repeat, so memoise.
+@functools.lru_cache(maxsize=4096)
 def is_private(host: str) -> bool:
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
@@ -69,6 +73,7 @@ def is_private(host: str) -> bool:
     return any(addr in net for net in _PRIVATE_NETS if net.version == addr.version)
 
 
+@functools.lru_cache(maxsize=4096)
 def _same_ip(a: str, b: str) -> bool:
     try:
         return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))

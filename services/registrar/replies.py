@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from email.utils import formatdate
 
@@ -33,8 +34,15 @@ def contact_value(binding: Binding, now: float) -> str:
 
 
 def date_header(now: float) -> tuple[str, str]:
-    # RFC 3261 §20.17: rfc1123-date, always GMT.
-    return ("Date", formatdate(now, usegmt=True))
+    # RFC 3261 §20.17: rfc1123-date, always GMT (one-second resolution).
+    return ("Date", _http_date(int(now)))
+
+
+@functools.lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    # formatdate costs ~25 µs; every 200 OK to a REGISTER carries a Date: format
+    # each second once.
+    return formatdate(second, usegmt=True)
 
 
 def ok_response(
