@@ -8,8 +8,9 @@ Bus subjects (events.proto, under the bus prefix):
   instance (queue group) stores it and announces the change.
 - ``sipmesh.dialog.>`` and ``sipmesh.transaction.INVITE|BYE``: call events for the
   dialog package (queue group: one instance records each).
-- ``sipmesh.registration.added``: offline messages for the AOR are delivered
-  (queue group: one instance delivers).
+- ``sipmesh.registration.added`` and ``.refreshed``: offline messages for the AOR
+  are delivered (queue group: one instance delivers), as msilo's m_dump after
+  every REGISTER.
 """
 
 from __future__ import annotations
@@ -143,6 +144,12 @@ class PresenceService:
             await bus.subscribe(
                 "sipmesh.registration.added", self._on_registration, queue="presence-msilo"
             ),
+            # A refresh too, as kamailio.cfg calls m_dump() after every successful
+            # save(): messages a contact refused (non-2xx) are tried again at the
+            # next REGISTER, not only once the binding has expired and come back.
+            await bus.subscribe(
+                "sipmesh.registration.refreshed", self._on_registration, queue="presence-msilo"
+            ),
         ]
         self._running = True
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
@@ -272,7 +279,10 @@ class PresenceService:
             return await self.calls.on_envelope(envelope, now)
         if kind == "registration":
             reg = envelope.registration
-            if reg.kind in (events_pb2.RegistrationEvent.KIND_ADDED,):
+            if reg.kind in (
+                events_pb2.RegistrationEvent.KIND_ADDED,
+                events_pb2.RegistrationEvent.KIND_REFRESHED,
+            ):
                 await self.msilo.deliver(reg.binding, now)
                 return True
         return False
