@@ -489,10 +489,17 @@ def states_of(notifies: list[SipText]) -> list[list[str]]:
     return [re.findall(r"<state[^>]*>(\w+)</state>", n.body) for n in notifies]
 
 
-async def _silo(db_url: str, user: str) -> int:
+async def _silo(db_url: str, user: str, status: int | None = None) -> int:
+    """Messages waiting for ``user`` (with that status: 0 waiting, 1 being sent)."""
     db = await open_db(db_url)
     try:
-        return int(await db.fetchval("SELECT COUNT(*) FROM silo WHERE username=$1", user) or 0)
+        if status is not None:
+            count = await db.fetchval(
+                "SELECT COUNT(*) FROM silo WHERE username=$1 AND status=$2", user, status
+            )
+        else:
+            count = await db.fetchval("SELECT COUNT(*) FROM silo WHERE username=$1", user)
+        return int(count or 0)
     finally:
         await db.close()
 
@@ -537,3 +544,39 @@ def test_offline_message_stored_then_delivered_on_register(
         assert message.start.startswith(f"MESSAGE sip:carol@127.0.0.1:{carol_port}")
         assert f"sip:alice@{DOMAIN}" in message.get("From")
         assert message.get("Date"), "msilo puts the original time in Date"
+
+
+def test_offline_message_kept_until_a_2xx(deployment: Deployment, workdir: Path) -> None:
+    """msilo: a stored MESSAGE the contact refuses (486) stays in the silo and is
+    delivered at the next registration, then removed (issue 8: only after a 2xx)."""
+    d = deployment
+    run_agent(
+        d,
+        workdir,
+        "message",
+        "presence_message.xml",
+        inject(workdir, "m.csv", f"alice;{DOMAIN};carol;try again"),
+        "alice",
+    )
+    port = free_port()
+    busy = start_agent(d, workdir, "carol-busy", "uas_message_busy.xml", port=port, calls=0)
+    try:
+        register(d, workdir, "carol", port)
+        wait_for("the MESSAGE at the busy UA", lambda: bool(busy.received("MESSAGE")), 15, d.logs)
+    finally:
+        busy.kill()
+    # The 486 went back to presence: the message is released, not deleted.
+    wait_for(
+        "the message released",
+        lambda: asyncio.run(_silo(d.db_url, "carol", status=0)) == 1,
+        10,
+        d.logs,
+    )
+    carol = start_agent(d, workdir, "carol-uas", "uas_message.xml", port=port, calls=0)
+    try:
+        register(d, workdir, "carol", port)
+        wait_for("the MESSAGE delivered", lambda: bool(carol.received("MESSAGE")), 15, d.logs)
+        wait_for("the silo emptied", lambda: asyncio.run(_silo(d.db_url, "carol")) == 0, 10, d.logs)
+    finally:
+        carol.kill()
+    assert [m.body for m in carol.received("MESSAGE")] == ["try again"]
