@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.sipp import SCENARIOS, SippResult, run_sipp
+from tests.e2e.sipp import SippResult, run_sipp
 from tests.e2e.test_presence_sipp import (
     DOMAIN,
     MIN_EXPIRES,
     USERS,
     Deployment,
     SipText,
+    expect_scenario,
     inject,
     one_process,
     read_trace,
@@ -161,15 +162,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         made.stop()
 
 
-def scenario(workdir: Path, method: str, headers: list[str], body: str, status: int) -> Path:
-    text = (SCENARIOS / "presence_expect.xml.in").read_text()
-    text = text.replace("@HEADERS@", "\n".join(f"      {h}" for h in headers))
-    text = text.replace("@BODY@", body).replace("@METHOD@", method)
-    path = workdir / f"{method.lower()}_expect_{status}.xml"
-    path.write_text(text.replace("@STATUS@", str(status)))
-    return path
-
-
 def final_response(trace: Path) -> SipText:
     responses = [m for m in read_trace(trace) if m.received and m.start.startswith("SIP/2.0")]
     finals = [m for m in responses if not m.start.startswith("SIP/2.0 1")]
@@ -193,7 +185,7 @@ def test_error_response(
     trace = tmp_path / "messages.log"
     result = run_sipp(
         f"127.0.0.1:{deployment.sip.sip_port}",
-        scenario=str(scenario(tmp_path, method, headers, body, status)),
+        scenario=str(expect_scenario(tmp_path, method, headers, body, status)),
         workdir=tmp_path,
         inf=inject(tmp_path, "a.csv", f"alice;{DOMAIN};alice"),
         extra=["-au", "alice", "-ap", USERS["alice"], "-trace_msg", "-message_file", str(trace)],

@@ -25,7 +25,7 @@ import pytest
 
 from sipmesh.state.factory import open_db
 from tests.e2e.procs import SIPMESH, SipmeshProcess, ctl, free_port, make_process
-from tests.e2e.sipp import SippResult, run_sipp
+from tests.e2e.sipp import SCENARIOS, SippResult, run_sipp
 
 DOMAIN = "sipmesh.test"
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
@@ -306,6 +306,16 @@ def run_agent(
     return result
 
 
+def expect_scenario(workdir: Path, method: str, headers: list[str], body: str, status: int) -> Path:
+    """presence_expect.xml.in for one request and the final status it must get."""
+    text = (SCENARIOS / "presence_expect.xml.in").read_text()
+    text = text.replace("@HEADERS@", "\n".join(f"      {h}" for h in headers))
+    text = text.replace("@BODY@", body).replace("@METHOD@", method)
+    path = workdir / f"{method.lower()}_expect_{status}.xml"
+    path.write_text(text.replace("@STATUS@", str(status)))
+    return path
+
+
 def watch(
     d: Deployment, workdir: Path, watcher: str, presentity: str, event: str, expires: int
 ) -> Agent:
@@ -580,3 +590,45 @@ def test_offline_message_kept_until_a_2xx(deployment: Deployment, workdir: Path)
     finally:
         carol.kill()
     assert [m.body for m in carol.received("MESSAGE")] == ["try again"]
+
+
+def test_message_summary_subscription_goes_to_presence(
+    deployment: Deployment, workdir: Path
+) -> None:
+    """RFC 3842 through the default script: SUBSCRIBE message-summary reaches presence
+    (not the voicemail diversion of kamailio.cfg), and a PUBLISH of the state (what a
+    voicemail server sends) gives the watcher a NOTIFY with it."""
+    d = deployment
+    alice = watch(d, workdir, "alice", "alice", "message-summary", 600)
+    try:
+        first = wait_notifies(d, alice, 1)[0]
+        assert first.get("Content-Type") == "application/simple-message-summary"
+        assert "Messages-Waiting: no" in first.body, first.body
+        summary = (
+            "Messages-Waiting: yes\nMessage-Account: sip:alice@sipmesh.test\nVoice-Message: 2/8"
+        )
+        publish = expect_scenario(
+            workdir,
+            "PUBLISH",
+            [
+                "Event: message-summary",
+                "Expires: 600",
+                "Content-Type: application/simple-message-summary",
+            ],
+            summary,
+            200,
+        )
+        run_agent(
+            d,
+            workdir,
+            "mwi",
+            str(publish),
+            inject(workdir, "p.csv", f"alice;{DOMAIN};alice"),
+            "alice",
+        )
+        second = wait_notifies(d, alice, 2)[1]
+    finally:
+        alice.kill()
+    assert second.get("Event") == "message-summary"
+    assert "Messages-Waiting: yes" in second.body, second.body
+    assert "Voice-Message: 2/8" in second.body, second.body
