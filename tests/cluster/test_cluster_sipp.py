@@ -43,6 +43,9 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.nats,
+    pytest.mark.slow,
+    # Each test starts five processes, drives sipp and stops them gracefully.
+    pytest.mark.timeout(300),
 ]
 
 DOMAIN = "localhost"  # docker-compose.yml's SIPMESH_DOMAINS default

@@ -34,7 +34,14 @@ from tests.cluster.sipua import UA
 from tests.e2e.procs import ctl
 from tests.e2e.sipp import SCENARIOS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.sipp, pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.sipp,
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    # Two regions of five processes each, their servers, sipp, graceful stops.
+    pytest.mark.timeout(300),
+]
 
 DOMAIN = "localhost"
 CORE = ("registrar", "router", "edge-1", "edge-2")
