@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -42,8 +43,12 @@ def run_sipp(
     elif builtin is not None:
         cmd += ["-sn", builtin]
     cmd += ["-i", "127.0.0.1" if ":" not in remote else remote.split("]")[0].strip("[")]
-    if local_port is not None:
-        cmd += ["-p", str(local_port)]
+    # Always a port of our own: sipp's default, 5060, may be taken by another UA.
+    if local_port is None:
+        from tests.e2e.procs import free_port
+
+        local_port = free_port(socket.SOCK_DGRAM)
+    cmd += ["-p", str(local_port)]
     cmd += ["-t", transport, "-bg" if False else "-nostdin"]
     if not background:
         cmd += ["-m", str(calls), "-r", str(rate)]

@@ -25,7 +25,7 @@ def inject(workdir: Path, name: str, *rows: str) -> Path:
 
 def expect_status(workdir: Path, status: int) -> str:
     """The call_expect_status scenario for one final status (sipp has no keyword there)."""
-    template = (SCENARIOS / "call_expect_status.xml.in").read_text()
+    template = (SCENARIOS / "call_final_status.xml.in").read_text()
     path = workdir / f"call_expect_{status}.xml"
     path.write_text(template.replace("@STATUS@", str(status)))
     return str(path)
