@@ -42,14 +42,15 @@ def run_sipp(
         cmd += ["-sf", str(SCENARIOS / scenario)]
     elif builtin is not None:
         cmd += ["-sn", builtin]
-    cmd += ["-i", "127.0.0.1" if ":" not in remote else remote.split("]")[0].strip("[")]
+    # The local address sipp binds: ::1 for an IPv6 remote ("[::1]:port"), else 127.0.0.1.
+    cmd += ["-i", "::1" if remote.startswith("[") else "127.0.0.1"]
     # Always a port of our own: sipp's default, 5060, may be taken by another UA.
     if local_port is None:
         from tests.e2e.procs import free_port
 
         local_port = free_port(socket.SOCK_DGRAM)
     cmd += ["-p", str(local_port)]
-    cmd += ["-t", transport, "-bg" if False else "-nostdin"]
+    cmd += ["-t", transport, "-nostdin"]
     if not background:
         cmd += ["-m", str(calls), "-r", str(rate)]
     cmd += ["-timeout", f"{int(timeout)}s", "-trace_stat", "-stf", str(workdir / "stat.csv")]
