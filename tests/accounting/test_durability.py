@@ -24,6 +24,8 @@ from sipmesh.accounting.consumer import AccountingConsumer, AccountingMetrics
 from sipmesh.accounting.service import AccountingService
 from sipmesh.accounting.store import RecordStore, Written
 from sipmesh.accounting.testing import call_events
+from sipmesh.runtime.backends import subject_prefix
+from sipmesh.runtime.config import SipmeshConfig
 from sipmesh.runtime.sections.accounting import AccountingConfig
 from sipmesh.state.bus import EventBus, Message
 from sipmesh.state.db import Database
@@ -224,8 +226,10 @@ async def test_accounting_process_killed_while_calls_go_on(
     private_nats = nats_server(nats_port, tmp_path / "js")
     private_nats.start()
     nats_url = f"nats://127.0.0.1:{nats_port}"
-    # The runtime's bus prefix is "sipmesh" (sipmesh/runtime/backends.py).
-    bus = await open_bus(nats_url, prefix="sipmesh")
+    # Publish as the runtime does: the bus prefix of the default namespace
+    # (sipmesh/runtime/backends.py subject_prefix; none since the event subjects
+    # already start with "sipmesh.").
+    bus = await open_bus(nats_url, prefix=subject_prefix(SipmeshConfig()))
     await bus.ensure_stream("events", SUBJECTS)
     http_port = free_port()
     env = {**os.environ, "SIPMESH_ACCOUNTING__ACK_WAIT": "3"}
