@@ -11,7 +11,9 @@ dialog package), from what a Record-Routing proxy sees:
 - ``answer`` on the first 2xx relayed upstream (confirmed);
 - ``end`` when the INVITE fails (reason ``cancel`` after the caller's CANCEL, else
   ``failure`` with the status), or when a BYE of the call gets its final response
-  (reason ``bye``; any answer but 401/407 ends the dialog, RFC 3261 §15.1.2).
+  (reason ``bye caller`` or ``bye callee``, by who sent it, or ``bye`` for a call
+  this instance did not set up; any answer but 401/407 ends the dialog, RFC 3261
+  §15.1.2).
 
 Subjects ``sipmesh.dialog.<start|early|answer|end>``; the Envelope id is unique per
 event (accounting de-duplicates on it). Publishing is fire and forget. Calls are
@@ -116,11 +118,19 @@ class DialogEvents:
             # here for an unknown dialog) says nothing about a call of ours.
             call_id = ptx.request.get("Call-ID") or ""
             call = self._calls.pop(call_id, None)
+            reason = "bye"
             if call is None:
                 from_tag, to_tag = _uri(ptx.request, "from")[1], _uri(ptx.request, "to")[1]
-                # Unknown here: end it by Call-ID (consumers match on it).
+                # Unknown here: end it by Call-ID (consumers match on it); who hung
+                # up cannot be told without the INVITE's From tag.
                 call = _Call(from_tag, "", "", "", common_pb2.Address(), to_tag)
-            self._emit(_State.STATE_END, call_id, call, ptx, response.status, "bye")
+            else:
+                # Who hung up (free text after the reason word, events.proto): the
+                # caller's in-dialog requests carry the INVITE's From tag (RFC 3261
+                # §12.2.1.1), the callee's its own tag. RFC 4235's local-/remote-bye.
+                by_caller = _uri(ptx.request, "from")[1] == call.from_tag
+                reason = "bye caller" if by_caller else "bye callee"
+            self._emit(_State.STATE_END, call_id, call, ptx, response.status, reason)
 
     def _invite_final(self, ptx: ProxyTransaction, response: Response) -> None:
         call_id = ptx.request.get("Call-ID") or ""

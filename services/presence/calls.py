@@ -21,9 +21,10 @@ from functools import partial
 
 from sipmesh.gen.sipmesh.v1 import events_pb2
 from sipmesh.presence.model import Publication, presentity_uri, split_uri
-from sipmesh.presence.packages.dialog import dialog_document
+from sipmesh.presence.packages.dialog import dialog_document, termination_event
 from sipmesh.presence.store import PresenceStore
 from sipmesh.presence.subscriptions import Announce
+from sipmesh.presence.xmlsafe import escape
 
 log = logging.getLogger("sipmesh.presence")
 # Compare-and-set attempts of one call state write (see CallState._write).
@@ -32,6 +33,7 @@ _ATTEMPTS = 5
 CALL_LIFETIME = 43200
 _STATE_RE = re.compile(rb"<state[^>]*>\s*[a-z]+\s*</state>")
 _STATE_VALUE_RE = re.compile(rb"<state[^>]*>\s*([a-z]+)\s*</state>")
+_LOCAL_TAG_RE = re.compile(rb'<dialog [^>]*local-tag="([^"]*)"')
 # RFC 4235 §3.7.1: a dialog only moves forward through these states.
 _RANK = {"trying": 0, "proceeding": 1, "early": 2, "confirmed": 3, "terminated": 4}
 _DIALOG_STATES = {
@@ -64,8 +66,11 @@ class CallState:
             state = _DIALOG_STATES.get(ev.state)
             if state is None:
                 return False
+            word, _, detail = ev.reason.partition(" ")
+            # "bye caller" / "bye callee": who hung up (services/edge/dialogs.py).
+            by_caller = {"caller": True, "callee": False}.get(detail.strip())
             if state == "terminated" and not ev.caller:
-                await self.end(ev.call_id, ev.reason.split(" ", 1)[0] or "bye", now)
+                await self.end(ev.call_id, word or "bye", now, status=ev.status)
                 return True
             await self.update(
                 state,
@@ -75,13 +80,16 @@ class CallState:
                 ev.caller,
                 ev.callee or ev.ruri,
                 now,
-                ev.reason.split(" ", 1)[0],
+                word,
+                status=ev.status,
+                by_caller=by_caller,
             )
             return True
         if kind == "transaction":
             tx = envelope.transaction
             if tx.method == "BYE":
-                await self.end(tx.call_id, "bye", now)
+                # The BYE's From tag is the tag of the side that sent it.
+                await self.end(tx.call_id, "bye", now, by_tag=tx.from_tag)
                 return True
             if tx.method != "INVITE" or tx.status < 200:
                 return False
@@ -97,9 +105,16 @@ class CallState:
                     "confirmed", tx.call_id, tx.from_tag, tx.to_tag, caller, callee, now
                 )
             else:
-                reason = "cancelled" if tx.status == 487 else "rejected"
                 await self.update(
-                    "terminated", tx.call_id, tx.from_tag, tx.to_tag, caller, callee, now, reason
+                    "terminated",
+                    tx.call_id,
+                    tx.from_tag,
+                    tx.to_tag,
+                    caller,
+                    callee,
+                    now,
+                    "failure",
+                    status=tx.status,
                 )
             return True
         return False
@@ -114,7 +129,13 @@ class CallState:
         callee: str,
         now: int,
         reason: str = "",
+        *,
+        status: int = 0,
+        by_caller: bool | None = None,
     ) -> None:
+        """Store the call's state on both sides; ``reason`` is the edge's end reason
+        word, turned into RFC 4235 §4.1.2's ``event`` per side (``by_caller``: the
+        caller sent the BYE, None when not known)."""
         dialog_id = _digest(call_id + "\x00" + from_tag)
         etag_i, etag_r = etags(call_id)
         expires = now + (int(self._linger) if state == "terminated" else CALL_LIFETIME)
@@ -123,6 +144,8 @@ class CallState:
             (callee, caller, "recipient", to_tag, from_tag, etag_r),
         )
         for entity, remote, direction, local_tag, remote_tag, etag in sides:
+            local = None if by_caller is None else by_caller == (direction == "initiator")
+            event = termination_event(reason, status, local=local) if reason else ""
             user, domain = split_uri(entity)
             if not user or not domain:
                 continue
@@ -137,21 +160,33 @@ class CallState:
                 state=state,
                 local_identity=uri,
                 remote_identity=remote,
-                event=reason,
+                event=event,
             )
             await self._write(
                 user, domain, etag, expires, now, partial(_newer, body=body, state=state)
             )
 
-    async def end(self, call_id: str, reason: str, now: int) -> None:
-        """The call is over (BYE): both sides' dialogs become terminated."""
+    async def end(
+        self, call_id: str, reason: str, now: int, *, status: int = 0, by_tag: str = ""
+    ) -> None:
+        """The call is over (BYE): both sides' dialogs become terminated.
+
+        ``by_tag`` is the From tag of the BYE: the side whose local tag it is hung
+        up (local-bye), the other side sees remote-bye (RFC 4235 §4.1.2).
+        """
         expires = now + int(self._linger)
-        terminated = f'<state event="{reason}">terminated</state>'.encode()
 
         def ended(old: bytes | None) -> bytes | None:
             if old is None or _state_of(old) == "terminated":
                 return None
-            return _STATE_RE.sub(terminated, old, count=1)
+            local: bool | None = None
+            if by_tag:
+                found = _LOCAL_TAG_RE.search(old)
+                if found is not None:
+                    local = found.group(1) == escape(by_tag).encode()
+            event = termination_event(reason, status, local=local)
+            attr = f' event="{event}"' if event else ""
+            return _STATE_RE.sub(f"<state{attr}>terminated</state>".encode(), old, count=1)
 
         for pub in await self._store.publications_by_etag("dialog", list(etags(call_id))):
             await self._write(pub.username, pub.domain, pub.etag, expires, now, ended)

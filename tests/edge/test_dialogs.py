@@ -89,7 +89,8 @@ async def test_answered_call_start_early_answer_end(udp_peers: PeerFactory) -> N
         events = await recorder.until(4)
         subject, end = events[3]
         assert subject == "sipmesh.dialog.end"
-        assert (end.state, end.reason, end.status) == (State.STATE_END, "bye", 200)
+        # The caller hung up (the BYE carries the INVITE's From tag).
+        assert (end.state, end.reason, end.status) == (State.STATE_END, "bye caller", 200)
         assert end.caller == "sip:alice@sipmesh.test"
         ids = [env.id for _, env in recorder.events]
         assert len(set(ids)) == len(ids)  # accounting's idempotency keys

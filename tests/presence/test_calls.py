@@ -85,7 +85,56 @@ async def test_both_event_paths_give_one_notify_per_state(make: MakeHarness) -> 
     await feed(h, dlg(_Dlg.STATE_END, "bye"), tx(200, method="BYE"))
     await h.settle(lambda: len(h.edge.notifies()) >= 4)
     states = [n.body.split(b"<state")[1].split(b"</state>")[0] for n in h.edge.notifies()[1:]]
-    assert states == [b">early", b">confirmed", b' event="bye">terminated'], states
+    # RFC 4235 §4.1.2: who hung up is not known from a plain "bye": remote-bye.
+    assert states == [b">early", b">confirmed", b' event="remote-bye">terminated'], states
+
+
+async def _ended_states(h: Harness) -> dict[str, bytes]:
+    stored = await h.service.store.publications_by_etag("dialog", list(etags("call-9")))
+    return {p.username: p.body.split(b"<state")[1].split(b"</state>")[0] for p in stored}
+
+
+async def test_the_side_that_hung_up_sees_local_bye_the_other_remote_bye(
+    make: MakeHarness,
+) -> None:
+    h = await watching_alice(make)
+    await feed(h, dlg(_Dlg.STATE_ANSWER))
+    # The edge says the callee sent the BYE (services/edge/dialogs.py).
+    await feed(h, dlg(_Dlg.STATE_END, "bye callee"))
+    await h.settle(lambda: len(h.edge.notifies()) == 3)
+    assert await _ended_states(h) == {
+        "alice": b' event="remote-bye">terminated',
+        "carol": b' event="local-bye">terminated',
+    }
+    assert b'<state event="remote-bye">terminated</state>' in h.edge.notifies()[2].body
+
+
+async def test_a_bye_transaction_event_tells_who_hung_up_by_its_from_tag(
+    make: MakeHarness,
+) -> None:
+    h = await watching_alice(make)
+    await feed(h, tx(200))
+    # A BYE from alice (the caller): its From tag is the INVITE's ("ft").
+    await feed(h, tx(200, method="BYE"))
+    await h.settle(lambda: len(h.edge.notifies()) == 3)
+    assert await _ended_states(h) == {
+        "alice": b' event="local-bye">terminated',
+        "carol": b' event="remote-bye">terminated',
+    }
+
+
+async def test_a_cancelled_call_is_cancelled(make: MakeHarness) -> None:
+    h = await watching_alice(make)
+    await feed(h, dlg(_Dlg.STATE_EARLY), dlg(_Dlg.STATE_END, "cancel"))
+    await h.settle(lambda: len(h.edge.notifies()) == 3)
+    assert b'<state event="cancelled">terminated</state>' in h.edge.notifies()[2].body
+
+
+async def test_an_unanswered_call_timed_out(make: MakeHarness) -> None:
+    h = await watching_alice(make)
+    await feed(h, tx(408))
+    await h.settle(lambda: len(h.edge.notifies()) == 2)
+    assert b'<state event="timeout">terminated</state>' in h.edge.notifies()[1].body
 
 
 async def test_a_late_event_does_not_bring_an_ended_call_back(make: MakeHarness) -> None:

@@ -16,6 +16,47 @@ DIALOG_TYPE = "application/dialog-info+xml"
 STATES = ("trying", "proceeding", "early", "confirmed", "terminated")
 
 
+# RFC 4235 §4.1.2: the values of the state element's event attribute.
+TERMINATION_EVENTS = (
+    "cancelled",
+    "rejected",
+    "replaced",
+    "local-bye",
+    "remote-bye",
+    "error",
+    "timeout",
+)
+
+
+def termination_event(reason: str, status: int = 0, *, local: bool | None = None) -> str:
+    """The RFC 4235 §4.1.2 ``event`` of a terminated dialog from the edge's end reason.
+
+    ``reason`` is the first word of DialogEvent.reason (``bye``, ``cancel``,
+    ``failure``, ``timeout``, ``media-timeout`` …; events.proto) or already one of
+    the RFC values; ``status`` the INVITE's final status for a failure; ``local``
+    whether the side the document describes sent the BYE (None: not known).
+    A BYE is ``local-bye`` for the side that sent it and ``remote-bye`` for the
+    other, ``remote-bye`` when it is not known who did. An empty or unknown reason
+    gives "" (the attribute is optional).
+    """
+    word = reason.strip().lower()
+    if word in TERMINATION_EVENTS:
+        return word
+    if word == "bye":
+        return "local-bye" if local else "remote-bye"
+    if word in ("cancel", "canceled"):
+        return "cancelled"
+    if word == "failure":
+        if status == 487:
+            return "cancelled"  # the caller's CANCEL (§4.1.2: before the 2xx)
+        if status == 408:
+            return "timeout"  # no final answer in time
+        return "rejected"
+    if word in ("media-timeout", "expired"):
+        return "timeout"
+    return ""
+
+
 def dialog_document(
     entity: str,
     *,
