@@ -58,6 +58,10 @@ def sipp_cmd(
     cmd += ["-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-t", transport, "-nostdin"]
     if local_port is not None:
         cmd += ["-p", str(local_port)]
+    if transport == "un":
+        # One socket per call: sipp refuses to start unless its socket cap is
+        # below the open-files limit.
+        cmd += ["-max_socket", "10000"]
     if rate is not None:
         # -l bounds the calls in flight, so an overloaded server shows up as failures
         # and retransmissions instead of an unbounded queue in sipp.
@@ -67,6 +71,7 @@ def sipp_cmd(
     cmd += ["-timeout", f"{int(timeout)}s", "-timeout_error", "-max_recv_loops", "10000"]
     cmd += ["-trace_stat", "-stf", str(workdir / "stat.csv"), "-fd", "60"]
     cmd += ["-trace_rtt", "-rtt_freq", "1", "-buff_size", "4194304"]
+    cmd += ["-trace_err", "-error_file", str(workdir / "errors.log")]
     if inf is not None:
         cmd += ["-inf", str(inf)]
     return cmd + (extra or [])

@@ -89,7 +89,8 @@ def write_kamailio_db(path: Path, names: list[str], domain: str, password: str) 
             [(n, domain, password, *_ha1s(n, domain, password)) for n in names],
         )
     con.close()
-    return f"sqlite://{path}"
+    # db_sqlite drops "sqlite:///" itself: an absolute path needs a fourth slash.
+    return f"sqlite:///{path}"
 
 
 def _write_dbtext(dirpath: Path, names: list[str], domain: str, password: str) -> str:
