@@ -218,7 +218,7 @@ class RouterCallbacks:
             message=common_pb2.SipMessage(raw=bytes(request), source=source),
         )
         try:
-            decision = await self._call_router(req)
+            decision = await self._call_router(req, retry=True)  # a request_route
         except Exception as exc:
             self._stats.router_errors.labels("ack").inc()
             log.debug("router call for ACK failed: %r", exc)

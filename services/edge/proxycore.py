@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+from sipmesh.clients.errors import Unavailable
 from sipmesh.clients.interfaces import RouterClient
 from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2, router_pb2
 from sipmesh.observe.spans import Spans
@@ -78,6 +79,8 @@ log = logging.getLogger("sipmesh.edge.proxy")
 
 _KIND = router_pb2
 _MAX_FAILURE_ROUTES = 4  # bound on failure_route -> relay -> failure_route chains
+# A retry of a routing call needs at least this much of router_timeout left (s).
+_MIN_RETRY_TIME = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,10 +195,29 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
             return
         self._spawn(self._route(ptx))
 
-    async def _call_router(self, req: router_pb2.RouteRequest) -> router_pb2.Decision:
+    async def _call_router(
+        self, req: router_pb2.RouteRequest, *, retry: bool = False
+    ) -> router_pb2.Decision:
+        """One routing call, bounded by edge.router_timeout.
+
+        ``retry``: when the call fails with Unavailable (the router's stream broke
+        mid-request, e.g. the instance was killed) and time is left, ask once more;
+        the stream client picks another backend. Only for calls without side
+        effects that a second attempt could repeat: a request_route decision, and
+        the registrar's save behind a REGISTER, which answers the same REGISTER
+        again with its bindings unchanged (services/registrar/core.py).
+        """
         timeout = self._cfg.router_timeout
-        # wait_for bounds the call even when the client ignores its own timeout.
-        return await asyncio.wait_for(self._router.route(req, timeout=timeout), timeout)
+        deadline = self._loop.time() + timeout
+        try:
+            # wait_for bounds the call even when the client ignores its own timeout.
+            return await asyncio.wait_for(self._router.route(req, timeout=timeout), timeout)
+        except Unavailable:
+            left = deadline - self._loop.time()
+            if not retry or left <= _MIN_RETRY_TIME:
+                raise
+        self._stats.router_errors.labels("retried").inc()
+        return await asyncio.wait_for(self._router.route(req, timeout=left), left)
 
     async def _route(self, ptx: ProxyTransaction) -> None:
         req = router_pb2.RouteRequest(
@@ -204,7 +226,7 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
             transaction_id=ptx.tx_id,
         )
         try:
-            decision = await self._call_router(req)
+            decision = await self._call_router(req, retry=True)
         except Exception as exc:
             ptx.routing = False
             self._router_failed(ptx, exc)

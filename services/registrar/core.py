@@ -313,6 +313,24 @@ def _find(current: dict[str, Binding], spec: ContactSpec, outbound: bool) -> Bin
     return None
 
 
+# RFC 3261 §17.2.3/§17.1.1.2: a server transaction lives 64*T1 = 32 s; within that
+# time a request with the same Call-ID and CSeq is a retransmission of the one
+# that wrote the binding, not a new (out-of-order) request.
+RETRANSMISSION_WINDOW = 32.0
+
+
+def _retransmission(plan: RegisterPlan, current: list[Binding], now: float) -> bool:
+    """The REGISTER that wrote these bindings, received again (e.g. replayed by the
+    edge after the router's stream broke mid-request, docs/edge.md): answered with
+    the bindings as they are, as the server transaction would repeat its 200."""
+    return any(
+        b.call_id == plan.call_id
+        and b.cseq == plan.cseq
+        and 0 <= now - b.last_modified <= RETRANSMISSION_WINDOW
+        for b in current
+    )
+
+
 def _check_order(existing: Binding, plan: RegisterPlan) -> None:
     # §10.3 step 7: same Call-ID needs a higher CSeq, else the whole update aborts.
     if existing.call_id == plan.call_id and plan.cseq <= existing.cseq:
@@ -337,6 +355,8 @@ def apply_register(
             _check_order(b, plan)
         return Outcome(changes=[Change(ChangeKind.REMOVED, b) for b in sort_bindings(current)])
 
+    if _retransmission(plan, current, now):
+        return Outcome(bindings=sort_bindings(current))
     working: dict[str, Binding] = {b.contact: b for b in current}
     changes: list[Change] = []
     touched: set[str] = set()

@@ -311,3 +311,60 @@ async def test_serial_failover_on_503_then_failure_route_to_voicemail(
         assert router.kinds() == [router_pb2.ROUTE_KIND_REQUEST, router_pb2.ROUTE_KIND_FAILURE]
     finally:
         await edge.stop(0)
+
+
+async def test_router_killed_mid_request_is_retried_on_the_other_router(
+    udp_peers: PeerFactory,
+) -> None:
+    """Two router backends behind the batched gRPC stream client; the one that got
+    the request dies before answering. The edge asks once more within
+    router_timeout, the client picks the other backend, and the caller gets that
+    router's answer instead of 503."""
+    import grpc
+
+    from sipmesh.clients.grpc_clients import GrpcRouterClient
+    from sipmesh.clients.grpc_servers import add_router_servicer
+
+    caller = await udp_peers()
+    first_call = asyncio.Event()
+    routers: list[FakeRouter] = []
+
+    def handler(index: int) -> Callable[[router_pb2.RouteRequest], Awaitable[router_pb2.Decision]]:
+        async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+            if not first_call.is_set():
+                first_call.set()
+                await asyncio.sleep(30)  # this router dies before it answers
+            reply = router_pb2.Reply(code=404, reason=f"Not Here (router {index})")
+            return router_pb2.Decision(reply=reply)
+
+        return decide
+
+    servers: list[tuple[grpc.aio.Server, str]] = []
+    for index in range(2):
+        router = FakeRouter(handler(index))
+        routers.append(router)
+        server = grpc.aio.server()
+        add_router_servicer(server, router)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append((server, f"127.0.0.1:{port}"))
+    client = GrpcRouterClient(",".join(address for _, address in servers))
+    await client.start()
+    edge = None
+    try:
+        await client.stream.wait_ready(5, count=2)
+        edge = await start_edge(client, router_timeout=5.0)
+        caller.send(request_text("MESSAGE", "sip:bob@sipmesh.test", caller.port), udp_port(edge))
+        await asyncio.wait_for(first_call.wait(), 5)
+        dying = next(i for i, r in enumerate(routers) if r.calls)
+        await servers[dying][0].stop(0)  # the stream breaks with the request in flight
+        resp = await caller.next_response()
+        assert resp.status == 404, resp
+        assert resp.reason == f"Not Here (router {1 - dying})"
+        assert len(routers[1 - dying].calls) == 1
+    finally:
+        if edge is not None:
+            await edge.stop(0)
+        await client.close()
+        for server, _ in servers:
+            await server.stop(0)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from sipmesh.registrar.core import (
+    RETRANSMISSION_WINDOW,
     ChangeKind,
     Outcome,
     Policy,
@@ -151,9 +152,14 @@ def test_star_needs_expires_zero_and_no_other_contact(
 
 def test_same_call_id_lower_or_equal_cseq_aborts() -> None:
     _, first = run(make_register(AOR, ["<sip:a@192.0.2.1>"], cseq=5))
-    for cseq in (5, 4):
+    later = NOW + RETRANSMISSION_WINDOW + 1
+    for cseq, now in ((5, later), (4, NOW), (4, later)):
         with pytest.raises(Rejected) as err:
-            run(make_register(AOR, ["<sip:a@192.0.2.1>"], cseq=cseq), current=first.bindings)
+            run(
+                make_register(AOR, ["<sip:a@192.0.2.1>"], cseq=cseq),
+                current=first.bindings,
+                now=now,
+            )
         assert err.value.status == 500
     # A different Call-ID may update with any CSeq (§10.3 step 7).
     _, other = run(
@@ -346,3 +352,15 @@ def test_ok_lists_remaining_expires_and_date() -> None:
     assert response.get("date") == "Tue, 14 Nov 2023 22:13:20 GMT"
     assert "q=0.5" in response.get_all("contact")[1]
     assert response.to.tag  # §8.2.6.2
+
+
+def test_the_same_register_again_within_a_transaction_lifetime_changes_nothing() -> None:
+    """A retransmission (same Call-ID and CSeq, RFC 3261 §17.2.3) that reaches the
+    registrar twice — the edge replays a request whose router stream broke — gets
+    the bindings as they are instead of 500, and nothing changes."""
+    _, first = run(make_register(AOR, ["<sip:a@192.0.2.1>"], cseq=5))
+    _, again = run(
+        make_register(AOR, ["<sip:a@192.0.2.1>"], cseq=5), current=first.bindings, now=NOW + 2
+    )
+    assert again.changes == []
+    assert again.bindings == first.bindings
