@@ -13,6 +13,11 @@ store every ``sync_interval`` (default 0.5 s) in one pipelined round trip:
   read back, so a ban taken by another instance, or lifted through the admin API,
   holds here within one sync interval.
 
+On top of that, bans and lifts announced on the bus (``sipmesh.ban.added`` /
+``removed``, services/edge/banevents.py) are learned at once with ``learn_ban`` /
+``learn_lift``, also for sources this edge has never seen; the sync stays the
+fallback (events are fire and forget) and the truth for what the store holds.
+
 There is never a store round trip per datagram.
 """
 
@@ -69,6 +74,9 @@ class AntiFlood:
         # Local view of bans: ip -> time until which it is dropped here.
         self._bans: dict[str, float] = {}
         self._pending_bans: dict[str, float] = {}
+        # Bans learned from the bus: ip -> when. The ban's publisher writes the store
+        # at its next sync, so until then a missing key does not lift them here.
+        self._learned: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.syncs = 0
 
@@ -121,6 +129,36 @@ class AntiFlood:
         if self._on_ban is not None:
             self._on_ban(ip, until)
 
+    # -- bans announced by others (the bus) ------------------------------------------
+
+    def learn_ban(self, ip: str, until: float | None = None) -> None:
+        """A ban taken elsewhere (another edge, the admin API): dropped here at once.
+
+        ``until`` is the ban's end on this clock (None or past: ban_time from now).
+        """
+        now = self._clock()
+        if until is None or until <= now:
+            until = now + self._cfg.ban_time
+        self._bans[ip] = max(self._bans.get(ip, 0.0), until)
+        self._learned[ip] = now
+        self._windows.pop(ip, None)
+
+    def learn_lift(self, ip: str) -> None:
+        """A ban lifted elsewhere (the admin API): served again here at once."""
+        self._bans.pop(ip, None)
+        self._pending_bans.pop(ip, None)
+        self._learned.pop(ip, None)
+
+    def _learned_lately(self, ip: str, now: float) -> bool:
+        at = self._learned.get(ip)
+        if at is None:
+            return False
+        # Two sync intervals (plus a second of slack) for the publisher's own sync.
+        if now - at <= 2 * self._cfg.sync_interval + 1.0:
+            return True
+        del self._learned[ip]
+        return False
+
     # -- background sync --------------------------------------------------------------
 
     async def sync(self) -> None:
@@ -166,9 +204,15 @@ class AntiFlood:
                 if ip not in self._bans:
                     # Banned elsewhere (another edge, the registrar's lockout, admin).
                     self._bans[ip] = now + cfg.ban_time
-            elif ip in self._bans and ip not in self._pending_bans and ip not in pending:
+            elif (
+                ip in self._bans
+                and ip not in self._pending_bans
+                and ip not in pending
+                and not self._learned_lately(ip, now)
+            ):
                 # Lifted (admin) or expired in the store: the store is the truth.
                 del self._bans[ip]
+                self._learned.pop(ip, None)
 
     def known_bans(self) -> Iterable[str]:
         return list(self._bans)

@@ -34,6 +34,7 @@ from sipmesh.state.kv import KVStore
 
 from . import forward as fw
 from .antiflood import AntiFlood, FloodConfig
+from .banevents import BanEvents
 from .branches import ProxyTransaction
 from .dialogs import DialogEvents
 from .drain import RETRY_AFTER, Drain
@@ -110,6 +111,7 @@ class EdgeService(MessageSink):
         self._timers = timers or TimerConfig()
         ecfg = config.edge
         self.antiflood: AntiFlood | None = None
+        self.ban_events: BanEvents | None = None
         if ecfg.antiflood:
             self.antiflood = AntiFlood(
                 kv,
@@ -195,6 +197,7 @@ class EdgeService(MessageSink):
         self.outbound = Outbound(self.driver, self._sl, self.local_address, self.edge_id)
         if self.antiflood is not None:
             self.antiflood.start()
+            await self._subscribe_bans(self.antiflood)
         if ecfg.nat_keepalive != "none":
             self._ka_task = loop.create_task(self._keepalive_loop())
         self.started_at = self._clock()
@@ -214,6 +217,8 @@ class EdgeService(MessageSink):
             self._ka_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ka_task
+        if self.ban_events is not None:
+            await self.ban_events.stop()
         if self.antiflood is not None:
             await self.antiflood.stop()
         if self.core is not None:
@@ -246,6 +251,21 @@ class EdgeService(MessageSink):
                 # Events still go out on the bus; only their capture before the
                 # consumer exists is at stake, so the edge starts anyway.
                 log.warning("event stream %s not ensured: %s", stream, exc)
+
+    async def _subscribe_bans(self, flood: AntiFlood) -> None:
+        """Bans taken by other edges or the admin API hold here at once (banevents.py)."""
+        if self._bus is None:
+            return
+        events = BanEvents(self._bus, flood, instance_id=self.edge_id)
+        try:
+            async with asyncio.timeout(5.0):
+                await events.start()
+        except Exception as exc:
+            # The periodic ban sync still brings bans in; only their speed is at stake.
+            log.warning("ban events not subscribed: %s", exc)
+            await events.stop()
+            return
+        self.ban_events = events
 
     def _learn_addresses(self) -> None:
         hosts = {d.lower() for d in self.config.domains}

@@ -115,14 +115,11 @@ def test_flood_is_banned_on_both_edges_others_served(
     assert options_ok(b, innocent), "edge B still serves other sources"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a ban is read back only for sources an edge has seen: the first requests of "
-    "a banned source to another edge pass until that edge's next ban sync",
-)
 def test_ban_holds_on_second_edge_for_a_source_it_never_saw(
     two_edges: tuple[SipmeshProcess, SipmeshProcess],
 ) -> None:
+    """Edge B learns the ban from the sipmesh.ban.added event (services/edge/banevents.py),
+    so even the first request of the flooder to B is dropped."""
     edge_a, edge_b = two_edges
     flooder, _ = flood_edge_a(edge_a)
     time.sleep(1.5)  # three ban_sync_intervals after the ban
