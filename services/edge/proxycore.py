@@ -60,6 +60,7 @@ from .branches import Branch, ProxyTransaction, best_response
 from .callbacks import RouterCallbacks
 from .cancels import Cancellation
 from .dialogs import DialogEvents
+from .flowtoken import FlowTokens, flow_target, rr_flows
 from .media import MediaManager
 from .nat import pop_ruri_alias
 from .proxymedia import MediaSteps
@@ -109,8 +110,11 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         media: MediaManager | None = None,
         dialogs: DialogEvents | None = None,
         wall: Callable[[], float] = time.time,
+        tokens: FlowTokens | None = None,
     ) -> None:
         self._driver = driver
+        # RFC 5626 flow tokens in Record-Route, and targets naming a flow by token.
+        self._tokens = tokens
         self._layer = driver.layer
         self._router = router
         self._cfg = settings
@@ -361,6 +365,8 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         rr_params = ptx.record_route_params + extra_rr_params
         fw.strip_own_routes(request, self._sl.is_myself)
         alias = pop_ruri_alias(request)
+        if self._tokens is not None:
+            target = flow_target(self._tokens, target, self._cfg.edge_id, ptx.source.flow)
         hop = fw.next_hop(request, target, self._cfg.edge_id)
         explicit = target is not None and (
             target.flow_id or target.dst_uri or target.destination.host
@@ -382,6 +388,8 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         family = "6" if ":" in hop.host else "4"
         out_host, out_port = self._local(hop.transport, family)
         if ptx.record_route:
+            if self._tokens is not None:
+                rr_params += rr_flows(self._tokens, ptx, hop, self._cfg.edge_id)
             in_transport = ptx.source.transport.lower()
             in_family = "6" if ":" in ptx.source.host else "4"
             in_host, in_port = self._local(in_transport, in_family)

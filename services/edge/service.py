@@ -38,6 +38,7 @@ from .banevents import BanEvents
 from .branches import ProxyTransaction
 from .dialogs import DialogEvents
 from .drain import RETRY_AFTER, Drain
+from .flowtoken import FlowTokens, load_key, path_value
 from .media import MediaManager
 from .nat import KeepAliveTable, NatTest, add_contact_alias, keepalive_options, nat_uac_test
 from .outbound import Outbound
@@ -144,6 +145,7 @@ class EdgeService(MessageSink):
         self.core: ProxyCore | None = None
         self.outbound: Outbound | None = None
         self._sl: StatelessForwarder | None = None
+        self.flow_tokens: FlowTokens | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -156,6 +158,8 @@ class EdgeService(MessageSink):
         await self._ensure_streams()
         await self.transports.start()
         self._learn_addresses()
+        # RFC 5626 flow tokens, with the key every edge of the installation shares.
+        self.flow_tokens = FlowTokens(await load_key(self._kv))
         ecfg = self.config.edge
         layer = TransactionLayer(self._timers)
         self.driver = TxDriver(
@@ -168,6 +172,7 @@ class EdgeService(MessageSink):
             is_myself=self.is_myself,
             stats=self.stats,
             max_forwards=ecfg.max_forwards,
+            tokens=self.flow_tokens,
         )
         self.core = ProxyCore(
             driver=self.driver,
@@ -189,6 +194,7 @@ class EdgeService(MessageSink):
             media=self.media,
             dialogs=self.dialogs,
             wall=self._clock,
+            tokens=self.flow_tokens,
         )
         self.core.spans = self._spans
         if self.capture is not None:
@@ -347,10 +353,28 @@ class EdgeService(MessageSink):
         ):
             add_contact_alias(message, ip, port, flow.transport)
         self._source = self._source_pb(flow, received_at, tests)
+        if message.method == "REGISTER":
+            self._register_flow(message, flow, self._source)
         try:
             driver.receive(message, source)
         finally:
             self._source = None
+
+    def _register_flow(self, message: Request, flow: Flow, source: common_pb2.Source) -> None:
+        """The flow a REGISTER came over, as a token for the registrar (stored with
+        the binding) and, when the UA supports path or outbound, as our Path
+        (Kamailio's add_path_received / outbound; RFC 3327 §4.2, RFC 5626 §5.1)."""
+        tokens = self.flow_tokens
+        if tokens is None:
+            return
+        source.flow_token = token = tokens.encode(self.edge_id, flow.flow_id)
+        options = {*message.tokens("supported"), *message.tokens("require")}
+        if "path" not in options and "outbound" not in options:
+            return
+        host, port = self.local_address(flow.transport, "6" if ":" in flow.remote[0] else "4")
+        outbound = "outbound" in options
+        message.add("Path", path_value(token, flow.transport, host, port, outbound=outbound),
+                    first=True)  # fmt: skip
 
     def on_flow_closed(self, flow: Flow) -> None:
         self.keepalives.forget_flow(flow.flow_id)

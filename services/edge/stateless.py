@@ -12,6 +12,7 @@ from sipmesh.sip.transaction import Address
 from sipmesh.sip.transaction.common import default_port
 
 from . import forward as fw
+from .flowtoken import FlowTokens
 from .nat import pop_ruri_alias
 from .stats import EdgeStats
 from .txdriver import HANDOVER
@@ -29,8 +30,10 @@ class StatelessForwarder:
         is_myself: Callable[[str, int | None], bool],
         stats: EdgeStats,
         max_forwards: int = 70,
+        tokens: FlowTokens | None = None,
     ) -> None:
         self._edge_id = edge_id
+        self.tokens = tokens
         self._transmit = transmit
         self._local = local_address
         self.is_myself = is_myself
@@ -89,6 +92,9 @@ class StatelessForwarder:
                 request.uri = target.uri
             fw.apply_edits(request, target.edits)
             fw.push_routes(request, target.path)
+            if self.tokens is not None:
+                # A flow named by token (the ACK of a dialog, RFC 5626 §5.3).
+                target = self.tokens.resolve(target)
         fw.strip_own_routes(request, self.is_myself)
         alias = pop_ruri_alias(request)
         hop = fw.next_hop(request, target, self._edge_id)

@@ -94,6 +94,10 @@ class Ctx:
         """Next-hop override ($du) for the branch built from the R-URI."""
         self.bflags = 0
         """Branch flags of the branch built from the R-URI ($bf)."""
+        self.flow_token = ""
+        """RFC 5626 flow token of the branch built from the R-URI: set by
+        ``loose_route`` from our own popped Route (the edge that owns the flow gets
+        the request, services/edge/flowtoken.py)."""
         self._action: str | None = None
         self._decision = router_pb2.Decision()
         self._edits: list[common_pb2.HeaderEdit] = []
@@ -479,7 +483,24 @@ class Ctx:
             ):
                 break
             self.remove_hf_value("Route", value)
+            if not self.flow_token:
+                self.flow_token = self._route_flow(uri)
         return True
+
+    def _route_flow(self, uri: SipURI) -> str:
+        """The flow token our Record-Route holds for this request's direction.
+
+        The edge Record-Routes a dialog with ``ftag`` (the initial From tag, as
+        Kamailio's rr ``is_direction``) and the flow tokens of the caller's and the
+        callee's side (RFC 5626 §5.3): a request whose From tag is ``ftag`` comes
+        from the caller and goes to the callee's flow, any other to the caller's.
+        """
+        ftag = uri.params.get("ftag")
+        if not ftag:
+            return ""
+        to_callee = ftag == self.msg.from_.tag
+        token = uri.params.get("flow-callee" if to_callee else "flow-caller")
+        return token or ""
 
     def t_on_failure(self, name: str) -> None:
         self._state.failure = name
@@ -572,7 +593,9 @@ class Ctx:
             raise DecisionError(f"cannot relay in a {self.kind} route")
         built = [Target(t) if isinstance(t, str) else t for t in targets]
         if not built:
-            built = self._branches or [Target(self._ruri, self.du, branch_flags=self.bflags)]
+            built = self._branches or [
+                Target(self._ruri, self.du, branch_flags=self.bflags, flow_token=self.flow_token)
+            ]
         if serial and not any(t.group for t in built):
             serial_groups(built)
         self._take("relay")

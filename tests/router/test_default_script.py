@@ -333,3 +333,31 @@ async def test_nat_marks_and_media_ops(make_router: Any, registrar: Registrar) -
     )
     assert branch.WhichOneof("action") == "proceed"
     assert [op.kind for op in branch.media_ops] == [router_pb2.MediaOp.KIND_MANAGE]
+
+
+async def test_in_dialog_request_takes_the_flow_token_of_its_direction(make_router: Any) -> None:
+    """Our Record-Route names the caller's and the callee's flows (services/edge/
+    flowtoken.py); loose_route pops it and the target carries the token of the side
+    the request goes to: the callee's for the caller's requests (From tag = ftag),
+    the caller's for the callee's (RFC 5626 §5.3, rr's is_direction)."""
+    router = await make_router()
+    caller_tag = "c4ll3r"
+    rr = f"<sip:198.51.100.1;lr;ftag={caller_tag};flow-caller=UP.tok;flow-callee=DN.tok>"
+    from_caller = sip_request("BYE", "sip:bob@192.0.2.20:5062", to_tag="abc",
+                              headers=[("Route", rr)])  # fmt: skip
+    from_caller.set("From", f"<sip:alice@{DOMAIN}>;tag={caller_tag}")
+    decision = await router.route(route_request(from_caller))
+    assert [t.flow_token for t in decision.relay.targets] == ["DN.tok"]
+    from_callee = sip_request("BYE", "sip:alice@192.0.2.10", from_uri=f"sip:bob@{DOMAIN}",
+                              to_tag=caller_tag, headers=[("Route", rr)])  # fmt: skip
+    decision = await router.route(route_request(from_callee))
+    assert [t.flow_token for t in decision.relay.targets] == ["UP.tok"]
+    ack = sip_request("ACK", "sip:bob@192.0.2.20:5062", to_tag="abc", headers=[("Route", rr)])
+    ack.set("From", f"<sip:alice@{DOMAIN}>;tag={caller_tag}")
+    forwarded = await router.route(route_request(ack))
+    assert forwarded.relay.stateless
+    assert [t.flow_token for t in forwarded.relay.targets] == ["DN.tok"]
+    # A Route without flow parameters, or another proxy's: no token.
+    plain = sip_request("BYE", "sip:bob@192.0.2.20:5062", to_tag="abc",
+                        headers=[("Route", "<sip:198.51.100.1;lr>")])  # fmt: skip
+    assert [t.flow_token for t in (await router.route(route_request(plain))).relay.targets] == [""]
