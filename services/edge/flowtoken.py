@@ -35,7 +35,7 @@ import re
 import secrets
 
 from sipmesh.gen.sipmesh.v1 import router_pb2
-from sipmesh.sip import ParseError
+from sipmesh.sip import ParseError, Request, SipURI
 from sipmesh.state.kv import KVStore
 
 from .branches import ProxyTransaction
@@ -50,8 +50,10 @@ __all__ = [
     "flow_target",
     "load_key",
     "path_value",
+    "route_flow",
     "rr_flow_params",
     "rr_flows",
+    "with_route_flow",
 ]
 
 log = logging.getLogger("sipmesh.edge")
@@ -141,6 +143,41 @@ def rr_flow_params(
         out += f";{CALLER_PARAM}={tokens.encode(*caller)}"
     if callee is not None:
         out += f";{CALLEE_PARAM}={tokens.encode(*callee)}"
+    return out
+
+
+def route_flow(popped: list[SipURI], request: Request) -> str:
+    """The flow token of the request's direction in our own Route values that were
+    just removed (§16.4): ``flow-callee`` when the From tag is the dialog's ``ftag``
+    (the caller's request), else ``flow-caller`` (Kamailio rr's is_direction)."""
+    for uri in popped:
+        ftag = uri.params.get(FTAG_PARAM)
+        if not ftag:
+            continue
+        try:
+            to_callee = ftag == request.from_.tag
+        except ParseError:
+            return ""
+        token = uri.params.get(CALLEE_PARAM if to_callee else CALLER_PARAM)
+        return token or ""
+    return ""
+
+
+def with_route_flow(
+    target: router_pb2.Target | None, popped: list[SipURI], request: Request
+) -> router_pb2.Target | None:
+    """``target`` with the flow token of our popped Record-Route when it names no
+    flow itself: the edge finds the token even when the router did not pop the
+    Route (in split mode its ``myself`` may not know this edge's port)."""
+    if not popped or (target is not None and (target.flow_id or target.flow_token)):
+        return target
+    token = route_flow(popped, request)
+    if not token:
+        return target
+    out = router_pb2.Target()
+    if target is not None:
+        out.CopyFrom(target)
+    out.flow_token = token
     return out
 
 

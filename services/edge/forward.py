@@ -119,19 +119,22 @@ def push_routes(request: Request, path: Iterable[str]) -> None:
         request.add("Route", value, first=True)
 
 
-def strip_own_routes(request: Request, is_myself: IsMyself) -> None:
-    """§16.4: a Route value naming this proxy is removed before routing on."""
+def strip_own_routes(request: Request, is_myself: IsMyself) -> list[SipURI]:
+    """§16.4: a Route value naming this proxy is removed before routing on; returns
+    the removed URIs (their parameters are ours: flow tokens, services/edge/flowtoken.py)."""
+    popped: list[SipURI] = []
     while True:
         first = request.get("Route")
         if first is None:
-            return
+            return popped
         try:
             uri = NameAddr.parse(first).uri
         except ParseError:
-            return
+            return popped
         if not isinstance(uri, SipURI) or not is_myself(uri.host, uri.port):
-            return
+            return popped
         request.pop_first("Route")
+        popped.append(uri)
 
 
 def record_route_uri(transport: str, host: str, port: int, params: str) -> str:

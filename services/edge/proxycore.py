@@ -60,7 +60,7 @@ from .branches import Branch, ProxyTransaction, best_response
 from .callbacks import RouterCallbacks
 from .cancels import Cancellation
 from .dialogs import DialogEvents
-from .flowtoken import FlowTokens, flow_target, rr_flows
+from .flowtoken import FlowTokens, flow_target, rr_flows, with_route_flow
 from .media import MediaManager
 from .nat import pop_ruri_alias
 from .proxymedia import MediaSteps
@@ -363,9 +363,10 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
     ) -> None:
         index = len(ptx.branches)
         rr_params = ptx.record_route_params + extra_rr_params
-        fw.strip_own_routes(request, self._sl.is_myself)
+        popped = fw.strip_own_routes(request, self._sl.is_myself)
         alias = pop_ruri_alias(request)
         if self._tokens is not None:
+            target = with_route_flow(target, popped, request)
             target = flow_target(self._tokens, target, self._cfg.edge_id, ptx.source.flow)
         hop = fw.next_hop(request, target, self._cfg.edge_id)
         explicit = target is not None and (

@@ -12,7 +12,7 @@ from sipmesh.sip.transaction import Address
 from sipmesh.sip.transaction.common import default_port
 
 from . import forward as fw
-from .flowtoken import FlowTokens
+from .flowtoken import FlowTokens, with_route_flow
 from .nat import pop_ruri_alias
 from .stats import EdgeStats
 from .txdriver import HANDOVER
@@ -92,10 +92,10 @@ class StatelessForwarder:
                 request.uri = target.uri
             fw.apply_edits(request, target.edits)
             fw.push_routes(request, target.path)
-            if self.tokens is not None:
-                # A flow named by token (the ACK of a dialog, RFC 5626 §5.3).
-                target = self.tokens.resolve(target)
-        fw.strip_own_routes(request, self.is_myself)
+        popped = fw.strip_own_routes(request, self.is_myself)
+        if self.tokens is not None:
+            # A flow named by token (the ACK of a dialog, RFC 5626 §5.3).
+            target = self.tokens.resolve(with_route_flow(target, popped, request))
         alias = pop_ruri_alias(request)
         hop = fw.next_hop(request, target, self._edge_id)
         if (

@@ -209,14 +209,11 @@ def test_tcp_user_of_edge_1_called_through_edge_2(core: Cluster, tmp_path: Path)
         ua.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in-dialog requests do not follow the flow: the BYE enters at edge 2, whose "
-    "Record-Route the router pops, and edge 2 dials the UA's Contact (its ephemeral TCP "
-    "port) instead of handing the BYE to edge 1 — needs a flow token in edge 1's "
-    "Record-Route (RFC 5626 §5.3), see the issue 12 report",
-)
 def test_tcp_in_dialog_bye_reaches_the_flow_at_edge_1(core: Cluster, tmp_path: Path) -> None:
+    """The BYE enters at edge 2 like the INVITE; edge 2's Record-Route carries edge 1's
+    flow token (RFC 5626 §5.3, services/edge/flowtoken.py), so the router's
+    loose_route names the flow and edge 2 hands the BYE to edge 1 instead of dialling
+    the UA's Contact."""
     edge1, edge2 = core.instance("edge-1"), core.instance("edge-2")
     ua = callee(edge1, "tcpuser", "tcp")
     try:

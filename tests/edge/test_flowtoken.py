@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from sipmesh.edge.branches import ProxyTransaction
 from sipmesh.edge.flowtoken import (
     CALLEE_PARAM,
@@ -122,13 +124,18 @@ def _route_flow(request: Request) -> str:
     return route.params.get(CALLEE_PARAM if to_callee else CALLER_PARAM) or ""
 
 
+@pytest.mark.parametrize("router_pops", [True, False])
 async def test_in_dialog_requests_entering_another_edge_reach_the_owning_edge(
-    udp_peers: PeerFactory,
+    udp_peers: PeerFactory, router_pops: bool
 ) -> None:
     """The callee's (NATed) UDP binding belongs to edge B; the call enters at edge A,
     which hands the INVITE over and Record-Routes with B's flow token. The ACK and
     BYE enter at edge A too and are handed to B, which sends them from its own
-    socket — the only address a NAT in front of the callee lets through."""
+    socket — the only address a NAT in front of the callee lets through.
+
+    ``router_pops``: the router's loose_route found the token (one process); else
+    the router did not know the Route as its own (split mode, its ``myself`` lacks
+    the edge's port) and the edge takes the token from the Route it strips."""
     caller, callee = await udp_peers(), await udp_peers()
     edges: dict[str, EdgeService] = {}
 
@@ -145,7 +152,8 @@ async def test_in_dialog_requests_entering_another_edge_reach_the_owning_edge(
             )
             relay = router_pb2.Relay(targets=[target], record_route=True)
             return router_pb2.Decision(relay=relay)
-        target = router_pb2.Target(uri=msg.uri, flow_token=_route_flow(msg))
+        token = _route_flow(msg) if router_pops else ""
+        target = router_pb2.Target(uri=msg.uri, flow_token=token)
         stateless = msg.method == "ACK"
         return router_pb2.Decision(relay=router_pb2.Relay(targets=[target], stateless=stateless))
 
@@ -190,3 +198,41 @@ async def test_in_dialog_requests_entering_another_edge_reach_the_owning_edge(
     finally:
         await edge_a.stop(0)
         await edge_b.stop(0)
+
+
+async def test_register_carries_the_flow_token_and_a_path_when_the_ua_supports_it(
+    udp_peers: PeerFactory,
+) -> None:
+    """Kamailio's add_path_received / outbound: the REGISTER reaches the registrar
+    with Source.flow_token and, for a UA that supports path or outbound, our Path
+    with the token (and ``ob`` for outbound, RFC 5626 §5.1) as its first value."""
+    ua = await udp_peers()
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return router_pb2.Decision(reply=router_pb2.Reply(code=200, reason="OK"))
+
+    router = FakeRouter(decide)
+    edge = await start_edge(router)
+    port = udp_port(edge)
+    try:
+        cases = ("", "Supported: path\n", "Supported: path, outbound\n")
+        for cseq, extra in enumerate(cases, start=1):
+            ua.send(request_text("REGISTER", "sip:sipmesh.test", ua.port, cseq=cseq,
+                                 extra=extra), port)  # fmt: skip
+            assert (await ua.next_response()).status == 200
+        assert edge.flow_tokens is not None
+        seen = []
+        for call in router.calls:
+            source = call.message.source
+            assert edge.flow_tokens.decode(source.flow_token) == (edge.edge_id, source.flow_id)
+            msg = parse_message(call.message.raw)
+            assert isinstance(msg, Request)
+            seen.append(msg.get_all("Path"))
+        token = router.calls[0].message.source.flow_token
+        assert seen == [
+            [],
+            [f"<sip:{token}@127.0.0.1:{port};lr>"],
+            [f"<sip:{token}@127.0.0.1:{port};lr;ob>"],
+        ]
+    finally:
+        await edge.stop(0)
