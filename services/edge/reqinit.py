@@ -77,8 +77,10 @@ def looks_like_sip(data: bytes) -> bool:
     line = data[start:end].rstrip(b"\r")
     if line[:4].upper() == b"SIP/":
         return len(line) >= 11 and line[7:8] == b" "
-    parts = line.split(b" ")
-    return len(parts) == 3 and parts[2][:4].upper() == b"SIP/" and parts[0].isalpha()
+    # Split on any run of whitespace: a request line with extra spaces (RFC 4475
+    # §3.1.2.8-10 lwsruri, lwsstart, trws) is still SIP and deserves its 400.
+    parts = line.split()
+    return len(parts) >= 3 and parts[-1][:4].upper() == b"SIP/" and parts[0].isalpha()
 
 
 class ReqInit:

@@ -94,6 +94,9 @@ def test_parse_failure_without_answerable_part_dropped() -> None:
         (b"INVITE sip:a@b SIP/2.0\r\n", True),
         (b"SIP/2.0 200 OK\r\n", True),
         (b"\r\nOPTIONS sip:a SIP/2.0\r\n", True),
+        # Malformed but SIP: answered 400 later (RFC 4475 lwsstart, trws).
+        (b"INVITE  sip:a@b  SIP/2.0\r\n", True),
+        (b"OPTIONS sip:a@b SIP/2.0  \r\n", True),
         (b"GET / HTTP/1.1\r\n", False),
         (b"\x00\x01\x02\x03", False),
         (b"", False),
