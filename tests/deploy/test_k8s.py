@@ -296,7 +296,11 @@ def test_region_overlays_differ_in_region_settings_only(
         "SIPMESH_ROUTER__ALIASES",
         "SIPMESH_BUS",
         "SIPMESH_INSTANCE_ID",
+        "SIPMESH_REGIONS__NAME",
+        "SIPMESH_REGIONS__ADDRESS",
     }
+    # Both regions replicate registrations to each other (docs/deployment.md).
+    assert env_a["SIPMESH_REGIONS__REPLICATE"] == env_b["SIPMESH_REGIONS__REPLICATE"] == "true"
     for rendered, region in ((a, "region-a"), (b, "region-b")):
         for _, workload in rendered.sipmesh_workloads():
             assert pod_labels(workload)["topology.sipmesh.io/region"] == region
