@@ -226,6 +226,10 @@ def ensure_sip_tools() -> None:
     # machine without it still runs the suite (the bench says "not installed").
     if not shutil.which("rtpengine") and not os.path.exists("/usr/bin/rtpengine"):
         apt_install("rtpengine-daemon")
+    # Kamailio's SQLite driver: the benchmark keeps Kamailio's subscribers there
+    # (db_text would scan the whole table on every authentication).
+    if not glob.glob("/usr/lib/*/kamailio/modules/db_sqlite.so"):
+        apt_install("kamailio-sqlite-modules")
 
 
 def main() -> None:
