@@ -159,7 +159,52 @@ async def _dispatch(args: argparse.Namespace, config: SipmeshConfig, db: Any) ->
     return await _ul(args, config, db)
 
 
+async def _ul_live(args: argparse.Namespace, config: SipmeshConfig) -> int:
+    """``ul show|rm`` on the running registrars through the admin API (``--admin``).
+
+    Like kamctl's ``ul`` over RPC: the live location store, which with embedded state
+    (``memory``) only the running process can read.
+    """
+    from sipmesh.ctl.admin_client import open_api
+    from sipmesh.gen.sipmesh.v1 import admin_pb2
+
+    aor = str(_aor(args.aor, config)) if args.aor else ""
+    now = time.time()
+    async with open_api(args, live=True) as api:
+        if args.ul_verb == "show":
+            reply = await api.location_show(admin_pb2.LocationShowRequest(aor=aor))
+            rows = [
+                {
+                    "aor": b.aor,
+                    "contact": b.contact,
+                    "expires": max(0, int(b.expires_at - now)),
+                    "q": b.q if b.HasField("q") else None,
+                    "received": b.received,
+                    "edge_id": b.edge_id,
+                    "user_agent": b.user_agent,
+                }
+                for b in reply.bindings
+            ]
+            if aor and not rows:
+                raise CtlError(f"{aor}: not registered")
+            lines = [
+                f"{r['aor']}  <{r['contact']}>  expires in {r['expires']}s"
+                + (f"  received={r['received']}" if r["received"] else "")
+                + (f"  edge={r['edge_id']}" if r["edge_id"] else "")
+                for r in rows
+            ]
+            _out(args, rows, "\n".join(lines) or "no bindings")
+            return EXIT_OK
+        await api.location_remove(
+            admin_pb2.LocationRemoveRequest(aor=aor, contact=args.contact or "")
+        )
+        _out(args, {"aor": aor, "result": "removed"}, f"{aor}: removed")
+        return EXIT_OK
+
+
 async def _ul(args: argparse.Namespace, config: SipmeshConfig, db: Any) -> int:
+    if getattr(args, "admin", None) and args.ul_verb in ("show", "rm"):
+        return await _ul_live(args, config)
     from sipmesh.ctl import location
     from sipmesh.registrar.convert import binding_json
     from sipmesh.runtime.backends import KEY_PREFIX

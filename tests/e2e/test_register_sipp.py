@@ -104,3 +104,25 @@ def test_register_split_edge_and_registrar_processes(
     finally:
         edge.stop()
         registrar.stop()
+
+
+def test_live_bindings_of_the_embedded_registrar_through_the_admin_api(workdir: Path) -> None:
+    """`sipmesh ctl --admin … ul show|rm`: the live store, as kamctl's ul over RPC."""
+    proc = make_process(
+        "live", workdir, targets="edge,router,registrar,admin", extra_args=["--domain", DOMAIN]
+    )
+    provision(proc.env["SIPMESH_DB"], ("dave", "dave-secret"))
+    proc.start()
+    try:
+        proc.wait_ready()
+        result = register(proc, workdir, "dave", "dave-secret", "register_auth.xml", "u1")
+        assert result.returncode == 0, result.output + proc.log()
+        admin = ["--db", proc.env["SIPMESH_DB"], "--admin", f"127.0.0.1:{proc.grpc_port}"]
+        shown = json.loads(ctl(*admin, "--json", "ul", "show", f"dave@{DOMAIN}"))
+        assert [b["aor"] for b in shown] == [f"dave@{DOMAIN}"]
+        assert shown[0]["contact"].startswith("sip:dave@127.0.0.1:")
+        assert 0 < shown[0]["expires"] <= 300
+        ctl(*admin, "ul", "rm", f"dave@{DOMAIN}")
+        assert ctl(*admin, "--json", "ul", "show", check=False).strip() in ("[]", "")
+    finally:
+        assert proc.stop() == 0, proc.log()
