@@ -117,7 +117,10 @@ class LiveOps(AdminBase):
             service="admin",
             ban=events_pb2.BanEvent(kind=kind, ip=ip, expires_at=expires_at, reason=reason),  # type: ignore[arg-type]
         )
-        subject = "ban.added" if kind == events_pb2.BanEvent.KIND_ADDED else "ban.removed"
+        # events.proto's subjects, the ones every edge listens on (edge/banevents.py).
+        subject = (
+            "sipmesh.ban.added" if kind == events_pb2.BanEvent.KIND_ADDED else "sipmesh.ban.removed"
+        )
         await self.bus.publish(subject, env.SerializeToString())
 
     @audited("ban.add")

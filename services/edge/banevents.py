@@ -6,10 +6,8 @@ would be served by an edge that never saw it, until its next sync after them. Ev
 edge therefore subscribes to the ban events (events.proto ``BanEvent``) and drops
 a banned source from the moment the event arrives:
 
-- ``sipmesh.ban.added`` / ``sipmesh.ban.removed``: the subjects of events.proto,
-  published by the edges' anti-flood check;
-- ``ban.added`` / ``ban.removed``: what the admin API (services/admin/live.py)
-  publishes for ``sipmesh ctl ban`` add/rm.
+``sipmesh.ban.added`` / ``sipmesh.ban.removed`` (the subjects of events.proto),
+published by the edges' anti-flood check and by the admin API for ``sipmesh ctl ban``.
 
 Events are fire and forget: one that is lost is made up by the periodic sync.
 No subscription uses a queue group: every edge instance must see every ban.
@@ -31,7 +29,7 @@ __all__ = ["BAN_SUBJECTS", "BanEvents"]
 
 log = logging.getLogger("sipmesh.edge.antiflood")
 
-BAN_SUBJECTS = ("sipmesh.ban.*", "ban.*")
+BAN_SUBJECTS = ("sipmesh.ban.*",)
 _Kind = events_pb2.BanEvent
 
 

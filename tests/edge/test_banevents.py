@@ -53,12 +53,16 @@ async def test_ban_and_lift_events_hold_at_once_for_an_unseen_source() -> None:
         await bus.publish("sipmesh.ban.added", added)
         await settle(lambda: flood.is_banned("192.0.2.9"))
         # ...and the admin API's subject (services/admin/live.py).
-        await bus.publish("ban.added", ban_event(_Kind.KIND_ADDED, "192.0.2.10", 0, "admin"))
+        await bus.publish(
+            "sipmesh.ban.added", ban_event(_Kind.KIND_ADDED, "192.0.2.10", 0, "admin")
+        )
         await settle(lambda: flood.is_banned("192.0.2.10"))
         clock.now += 61
         assert not flood.is_banned("192.0.2.9")  # the event's expiry holds
         assert flood.is_banned("192.0.2.10")  # no expiry given: ban_time
-        await bus.publish("ban.removed", ban_event(_Kind.KIND_REMOVED, "192.0.2.10", 0, "admin"))
+        await bus.publish(
+            "sipmesh.ban.removed", ban_event(_Kind.KIND_REMOVED, "192.0.2.10", 0, "admin")
+        )
         await settle(lambda: not flood.is_banned("192.0.2.10"))
         assert learned == [("192.0.2.9", True), ("192.0.2.10", True), ("192.0.2.10", False)]
     finally:
