@@ -51,7 +51,7 @@ class ConstantRouter:
         self,
         request: router_pb2.RouteRequest,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 (the RouterClient Protocol)
+        timeout: float | None = None,
     ) -> router_pb2.Decision:
         return self._decision
 

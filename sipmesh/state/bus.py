@@ -71,7 +71,7 @@ class EventBus(Protocol):
         self,
         subject: str,
         data: bytes,
-        timeout: float,  # noqa: ASYNC109 - the reply wait is part of the contract
+        timeout: float,
         headers: dict[str, str] | None = None,
     ) -> Message:
         """Send and wait for one reply; ``StateUnavailable`` when none comes in time."""

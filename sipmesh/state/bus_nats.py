@@ -186,7 +186,7 @@ class NatsBus:
         self,
         subject: str,
         data: bytes,
-        timeout: float,  # noqa: ASYNC109 - the reply wait is part of the contract
+        timeout: float,
         headers: dict[str, str] | None = None,
     ) -> Message:
         self._check()
