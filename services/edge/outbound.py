@@ -26,6 +26,7 @@ from sipmesh.sip.transaction import (
 
 from . import forward as fw
 from .stateless import StatelessForwarder
+from .stats import EdgeStats
 from .txdriver import TxDriver
 
 __all__ = ["Outbound"]
@@ -41,8 +42,11 @@ class Outbound:
         stateless: StatelessForwarder,
         local_address: Callable[[str, str], tuple[str, int]],
         edge_id: str,
+        *,
+        stats: EdgeStats | None = None,
     ) -> None:
         self._driver = driver
+        self._stats = stats
         self._sl = stateless
         self._local = local_address
         self._edge_id = edge_id
@@ -136,6 +140,8 @@ class Outbound:
             tx_id = self._driver.layer.send_request(message, dest, self._driver.now())
         except TransactionError as exc:
             return _Result(outcome=_Result.OUTCOME_TRANSPORT_ERROR, detail=str(exc))
+        if self._stats is not None:
+            self._stats.uac_started += 1  # tmx:UAC_transactions, a locally sent request
         future: asyncio.Future[_Result] = loop.create_future()
         self._waiting[tx_id] = future
         self._driver.pump()

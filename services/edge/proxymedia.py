@@ -150,6 +150,7 @@ class MediaSteps:
         if bye_dest is not None:
             try:
                 self._layer.send_request(bye, bye_dest, self._loop.time())
+                self._stats.uac_started += 1  # tmx:UAC_transactions: our own BYE
             except TransactionError as err:
                 log.debug("BYE to the refused callee not sent: %s", err)
         if branch.refused_ack is None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from opentelemetry.trace import Span
 from prometheus_client import CollectorRegistry
 
 from sipmesh.clients.interfaces import EdgeClient, MediaRelayClient, RouterClient
@@ -103,11 +104,14 @@ class EdgeService(MessageSink):
         # NATMANAGE: the relay client is resolved on the first media op of a call
         # (none when the process has no relay and no endpoints.media_relay).
         self.media = MediaManager(media_relay, timeout=config.edge.router_timeout, metrics=metrics)
-        self.dialogs = DialogEvents(self._fire)
+        self.dialogs = DialogEvents(
+            self._fire, timeout=config.accounting.dialog_timeout, clock=clock
+        )
         # JetStream streams that must exist before events are published, so they
         # are kept even while their consumer (accounting) is not running yet.
         self._event_streams = event_streams
         self.stats = EdgeStats(metrics)
+        self.stats.dialogs = self.dialogs.counts
         self.transports = transports(self)
         self._timers = timers or TimerConfig()
         ecfg = config.edge
@@ -162,6 +166,7 @@ class EdgeService(MessageSink):
         self.flow_tokens = FlowTokens(await load_key(self._kv))
         ecfg = self.config.edge
         layer = TransactionLayer(self._timers)
+        self.stats.layer = layer
         self.driver = TxDriver(
             layer, self.transports, self._on_event, loop=loop, handover=self._handover
         )
@@ -200,7 +205,9 @@ class EdgeService(MessageSink):
         if self.capture is not None:
             await self.capture.start()
             self.core.on_decision = self._capture_flagged
-        self.outbound = Outbound(self.driver, self._sl, self.local_address, self.edge_id)
+        self.outbound = Outbound(
+            self.driver, self._sl, self.local_address, self.edge_id, stats=self.stats
+        )
         if self.antiflood is not None:
             self.antiflood.start()
             await self._subscribe_bans(self.antiflood)
@@ -461,7 +468,7 @@ class EdgeService(MessageSink):
 
     # -- events, bans, keep-alives ---------------------------------------------------------
 
-    def _fire(self, subject: str, envelope: events_pb2.Envelope) -> None:
+    def _fire(self, subject: str, envelope: events_pb2.Envelope, span: Span | None = None) -> None:
         bus = self._bus
         if bus is None:
             return
@@ -476,13 +483,24 @@ class EdgeService(MessageSink):
             except Exception as exc:  # fire and forget (DESIGN.md, Performance)
                 log.debug("event %s not published: %s", subject, exc)
 
-        task = asyncio.get_running_loop().create_task(publish())
+        loop = asyncio.get_running_loop()
+        if span is None:
+            task = loop.create_task(publish())
+        else:
+            # The task copies the context: the bus message carries the transaction's
+            # trace (TracedBus), and the consumer's span (accounting) joins it.
+            with Spans.current(span):
+                task = loop.create_task(publish())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _publish(self, event: events_pb2.TransactionEvent) -> None:
         env = events_pb2.Envelope(id=f"{self.edge_id}:{event.transaction_id}", transaction=event)
-        self._fire(f"sipmesh.transaction.{event.method}", env)
+        span = None
+        if self._spans is not None and self._spans.enabled and self.core is not None:
+            ptx = self.core.transactions.get(event.transaction_id)
+            span = ptx.span if ptx is not None else None
+        self._fire(f"sipmesh.transaction.{event.method}", env, span)
 
     def _banned(self, ip: str, until: float) -> None:
         self.stats.bans.inc()

@@ -1,4 +1,4 @@
-"""Edge statistics with Kamailio's names (core and tm module counters).
+"""Edge statistics with Kamailio's names (core, tm/tmx and dialog module counters).
 
 Kamailio's `kamctl stats` shows core:rcv_requests, core:fwd_requests, tm:2xx_transactions
 and so on; operators grep for those names, so sipmesh keeps them, prefixed ``sipmesh_``
@@ -9,7 +9,17 @@ what Prometheus queries expect (``sipmesh_rcv_requests_total{method="INVITE"}``)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .dialogs import DialogCounts
+
+if TYPE_CHECKING:
+    from sipmesh.sip.transaction import TransactionLayer
 
 # Methods counted under their own label (Kamailio's rcv_requests_<method>); any other
 # method is counted as "other" so that a scanner cannot grow the label set.
@@ -104,6 +114,13 @@ class EdgeStats:
             registry=registry,
         )  # fmt: skip
         self.keepalives = Counter(p + "nat_keepalives", "NAT keep-alives sent", registry=registry)
+        # Read at scrape time (_ScrapeTime): the transaction layer's server count, the
+        # client transactions of requests the edge originates (Outbound, the BYE of a
+        # refused callee) and the dialog tracker's counts (services/edge/dialogs.py).
+        self.layer: TransactionLayer | None = None
+        self.uac_started = 0
+        self.dialogs = DialogCounts()
+        registry.register(_ScrapeTime(self))
 
     def request_received(self, method: str) -> None:
         self.rcv_requests.labels(method_label(method)).inc()
@@ -120,3 +137,42 @@ class EdgeStats:
     def transaction_finished(self, status: int) -> None:
         if 200 <= status <= 699:
             self.transactions.labels(f"{status // 100}xx").inc()
+
+
+class _ScrapeTime(Collector):
+    """Statistics kept as plain integers on the hot path, turned into metrics only when
+    /metrics is scraped: tmx's UAS/UAC transaction counts and the dialog module's."""
+
+    def __init__(self, stats: EdgeStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        p = "sipmesh_"
+        uas = s.layer.servers_started if s.layer is not None else 0
+        yield CounterMetricFamily(
+            p + "UAS_transactions", "server transactions created (tmx:UAS_transactions)", uas
+        )
+        yield CounterMetricFamily(
+            p + "UAC_transactions",
+            "client transactions of requests this edge sent itself (tmx:UAC_transactions)",
+            s.uac_started,
+        )
+        d = s.dialogs
+        yield GaugeMetricFamily(
+            p + "active_dialogs", "confirmed dialogs not yet ended (dialog:active_dialogs)",
+            d.active,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            p + "early_dialogs", "dialogs in early state (dialog:early_dialogs)", d.early
+        )
+        yield CounterMetricFamily(
+            p + "processed_dialogs", "dialogs answered (dialog:processed_dialogs)", d.processed
+        )
+        yield CounterMetricFamily(
+            p + "failed_dialogs", "INVITEs with a non-2xx final (dialog:failed_dialogs)", d.failed
+        )
+        yield CounterMetricFamily(
+            p + "expired_dialogs", "dialogs without a BYE before the dialog timeout "
+            "(dialog:expired_dialogs)", d.expired,
+        )  # fmt: skip

@@ -83,7 +83,15 @@ KAMAILIO_STATS: tuple[Stat, ...] = (
     # tm / tmx / sl
     _s("active_transactions", "tmx", "active_transactions (tm inuse_transactions)"),
     _s("transactions", "tmx", "2xx_transactions ... 6xx_transactions", "class_"),
+    _s("UAS_transactions", "tmx"),
+    _s("UAC_transactions", "tmx"),
     _s("sl_replies", "sl", "1xx_replies ... 6xx_replies, sent_replies", "code"),
+    # dialog (the edge's record-routed INVITE dialogs)
+    _s("active_dialogs", "dialog"),
+    _s("early_dialogs", "dialog"),
+    _s("processed_dialogs", "dialog"),
+    _s("failed_dialogs", "dialog"),
+    _s("expired_dialogs", "dialog"),
     # pike / anti-flood
     _s("antiflood_bans", "pike", "(pike blocked sources; htable ipban entries)"),
     _s("antiflood_dropped", "pike", "(requests dropped from banned sources)"),

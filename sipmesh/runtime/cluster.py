@@ -86,7 +86,19 @@ _GROUPS: dict[str, str] = {
         ("registered_users", "registered_contacts", "expired_contacts", "location_changes"),
         "usrloc",
     ),
-    **dict.fromkeys(("active_transactions", "transactions"), "tmx"),
+    **dict.fromkeys(
+        ("active_transactions", "transactions", "UAS_transactions", "UAC_transactions"), "tmx"
+    ),
+    **dict.fromkeys(
+        (
+            "active_dialogs",
+            "early_dialogs",
+            "processed_dialogs",
+            "failed_dialogs",
+            "expired_dialogs",
+        ),
+        "dialog",
+    ),
     "sl_replies": "sl",
 }
 # Otherwise the first words name the module (sipmesh_media_relay_sessions → media_relay).

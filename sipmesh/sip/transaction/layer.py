@@ -58,6 +58,9 @@ class TransactionLayer:
         self._out: list[tuple[bytes, Address]] = []
         self._heap: list[tuple[float, int, str, Input]] = []
         self._seq = itertools.count()
+        #: Server transactions created since start (tmx's UAS_transactions): a plain
+        #: int, read at scrape time, so counting costs the hot path nothing more.
+        self.servers_started = 0
 
     # -- inputs --------------------------------------------------------------------
 
@@ -226,6 +229,7 @@ class TransactionLayer:
             source=source,
         )
         self._servers[key] = tx
+        self.servers_started += 1
         if request.method == "CANCEL":
             # §9.2: CANCEL is its own transaction; find the INVITE it targets.
             target = self._servers.get(server_key(request, method="INVITE"))
