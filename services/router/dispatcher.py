@@ -20,7 +20,8 @@ Destination states are shared by every router instance through the KV store
 (``ds:state:<setid>:<destination>``, values ``AP``/``IP``/``TP``/``DX`` as shown by
 kamcmd dispatcher.list, the layout the admin API reads and writes). Each instance
 keeps them in memory, re-reads them every ``router.ds_state_refresh`` seconds and at
-once when another instance announces a change on the bus (``dispatcher.state``), so
+once when another instance announces a change on the bus (``dispatcher.state``) or
+the admin API's audit event says an operator set one (``dispatcher.set_state``), so
 the hot path never waits for the store (DESIGN.md, Performance). Without a stored
 entry a destination is in the state its ``flags`` column gives (1 inactive,
 4 disabled, 8 probing).
@@ -67,6 +68,11 @@ FLAG_PROBING = 8
 
 STATE_KEY = "ds:state:"
 STATE_SUBJECT = "dispatcher.state"
+# The admin API writes an operator's ``dispatcher set-state`` straight to the KV store
+# and announces it only as an audit event: its subject as published today, and the
+# one events.proto documents. Either makes every instance re-read the states at once.
+AUDIT_SUBJECTS = ("audit.admin", "sipmesh.audit.admin")
+AUDIT_SET_STATE = "dispatcher.set_state"
 # What a script or an operator may write, mapped to the stored two letters.
 _STATE_WORDS = {
     "a": "AP",
@@ -383,6 +389,8 @@ class Dispatcher:
             for subject in ("sipmesh.transaction.INVITE", "sipmesh.transaction.BYE"):
                 self._subs.append(await self._bus.subscribe(subject, self._on_call_event))
             self._subs.append(await self._bus.subscribe("sipmesh.dialog.end", self._on_call_event))
+            for subject in AUDIT_SUBJECTS:
+                self._subs.append(await self._bus.subscribe(subject, self._on_audit))
         try:
             await self.refresh_states()
         except Exception as exc:
@@ -416,6 +424,20 @@ class Dispatcher:
             await self.refresh_states()
         except Exception as exc:
             log.debug("dispatcher: state refresh failed: %s", exc)
+
+    async def _on_audit(self, message: Message) -> None:
+        env = events_pb2.Envelope()
+        try:
+            env.ParseFromString(message.data)
+        except Exception:
+            return
+        if env.WhichOneof("event") != "audit":
+            return
+        if env.audit.operation == AUDIT_SET_STATE and env.audit.ok:
+            try:
+                await self.refresh_states()
+            except Exception as exc:
+                log.debug("dispatcher: state refresh failed: %s", exc)
 
     # -- call load (algorithm 10) ------------------------------------------------------
 

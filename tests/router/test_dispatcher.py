@@ -174,6 +174,33 @@ async def test_call_load_picks_the_least_loaded_and_follows_call_ends() -> None:
         await bus.close()
 
 
+async def test_operator_set_state_through_the_admin_api_is_seen_at_once() -> None:
+    """The admin API writes the KV entry and publishes only its audit event: the
+    dispatcher re-reads the states on it instead of at the next periodic refresh."""
+    bus, kv = MemoryBus(), MemoryKV()
+    ds = dispatcher(*rows(*DESTS), bus=bus, kv=kv, state_refresh=3600)
+    await ds.start()
+    try:
+        await kv.set(f"ds:state:1:{DESTS[1]}", b"IP")  # what the admin API writes
+        other = events_pb2.Envelope(audit=events_pb2.AuditEvent(operation="alias.add", ok=True))
+        await bus.publish("audit.admin", other.SerializeToString())
+        await asyncio.sleep(0.05)
+        assert ds.state_of(1, DESTS[1]) == "AP"  # unrelated writes change nothing
+        env = events_pb2.Envelope(
+            audit=events_pb2.AuditEvent(operation="dispatcher.set_state", ok=True)
+        )
+        await bus.publish("audit.admin", env.SerializeToString())
+        for _ in range(100):
+            if ds.state_of(1, DESTS[1]) == "IP":
+                break
+            await asyncio.sleep(0.01)
+        assert ds.state_of(1, DESTS[1]) == "IP"
+        assert [d.uri for d in ds.select(1, ALG_ROUND_ROBIN)][:1] != [DESTS[1]]
+    finally:
+        await ds.stop()
+        await bus.close()
+
+
 def test_reply_codes_in_kamailio_form() -> None:
     codes = parse_reply_codes("class=2;code=403;code=488")
     assert 200 in codes
