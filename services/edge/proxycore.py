@@ -35,7 +35,7 @@ from itertools import groupby
 from typing import Any
 
 from sipmesh.clients.errors import Unavailable
-from sipmesh.clients.interfaces import RouterClient
+from sipmesh.clients.interfaces import LocalRouter, RouterClient
 from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2, router_pb2
 from sipmesh.observe.spans import Spans
 from sipmesh.sip import ParseError, Request, Response, parse_message
@@ -117,6 +117,8 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         self._tokens = tokens
         self._layer = driver.layer
         self._router = router
+        # In one process the router may take the request we parsed (no re-parse).
+        self._local_router = router if isinstance(router, LocalRouter) else None
         self._cfg = settings
         self._stats = stats
         self._sl = stateless
@@ -202,6 +204,12 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
     async def _call_router(
         self, req: router_pb2.RouteRequest, *, retry: bool = False
     ) -> router_pb2.Decision:
+        decision, _ = await self._call_router_with(req, retry=retry, parsed=None)
+        return decision
+
+    async def _call_router_with(
+        self, req: router_pb2.RouteRequest, *, retry: bool, parsed: Request | None
+    ) -> tuple[router_pb2.Decision, Response | None]:
         """One routing call, bounded by edge.router_timeout.
 
         ``retry``: when the call fails with Unavailable (the router's stream broke
@@ -214,14 +222,26 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         timeout = self._cfg.router_timeout
         deadline = self._loop.time() + timeout
         try:
-            # wait_for bounds the call even when the client ignores its own timeout.
-            return await asyncio.wait_for(self._router.route(req, timeout=timeout), timeout)
+            # The deadline bounds the call even when the client ignores its own
+            # timeout; a timeout context, not wait_for (which spawns a task per call).
+            async with asyncio.timeout_at(deadline):
+                return await self._ask_router(req, parsed, timeout)
         except Unavailable:
             left = deadline - self._loop.time()
             if not retry or left <= _MIN_RETRY_TIME:
                 raise
         self._stats.router_errors.labels("retried").inc()
-        return await asyncio.wait_for(self._router.route(req, timeout=left), left)
+        async with asyncio.timeout_at(deadline):
+            return await self._ask_router(req, parsed, left)
+
+    async def _ask_router(
+        self, req: router_pb2.RouteRequest, parsed: Request | None, timeout: float
+    ) -> tuple[router_pb2.Decision, Response | None]:
+        """The decision, and its raw reply as an object when the router built it here."""
+        local = self._local_router
+        if local is not None and parsed is not None:
+            return await local.route_parsed(req, parsed, timeout=timeout)
+        return await self._router.route(req, timeout=timeout), None
 
     async def _route(self, ptx: ProxyTransaction) -> None:
         req = router_pb2.RouteRequest(
@@ -230,7 +250,7 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
             transaction_id=ptx.tx_id,
         )
         try:
-            decision = await self._call_router(req, retry=True)
+            decision, reply = await self._call_router_with(req, retry=True, parsed=ptx.request)
         except Exception as exc:
             ptx.routing = False
             self._router_failed(ptx, exc)
@@ -239,7 +259,7 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         ptx.routing = False
         if ptx.final_sent:
             return  # CANCELled (487 sent) while the router was deciding
-        self._execute(ptx, decision)
+        self._execute(ptx, decision, reply)
         self._driver.pump()
 
     def _router_failed(self, ptx: ProxyTransaction, exc: BaseException) -> None:
@@ -269,11 +289,16 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
     def _edited_request(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> Request:
         return fw.edited_copy(ptx.base if ptx.base is not None else ptx.request, decision)
 
-    def _execute(self, ptx: ProxyTransaction, decision: router_pb2.Decision) -> None:
+    def _execute(
+        self,
+        ptx: ProxyTransaction,
+        decision: router_pb2.Decision,
+        reply: Response | None = None,
+    ) -> None:
         self._remember(ptx, decision)
         action = decision.WhichOneof("action")
         if action == "reply":
-            self._reply(ptx, decision.reply)
+            self._reply(ptx, decision.reply, reply)
         elif action == "relay":
             ptx.base = self._edited_request(ptx, decision)
             if decision.media_ops:
@@ -292,7 +317,13 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
                 self._linger(ptx)
             self._forget(ptx)
 
-    def _reply(self, ptx: ProxyTransaction, reply: router_pb2.Reply) -> None:
+    def _reply(
+        self, ptx: ProxyTransaction, reply: router_pb2.Reply, message: Response | None = None
+    ) -> None:
+        """``message``: ``reply.raw`` as an object (in-process hand-over, not re-parsed)."""
+        if message is not None and reply.raw:
+            self._send_final(ptx, message.copy())
+            return
         if reply.raw:
             try:
                 parsed = parse_message(reply.raw, lazy=True)

@@ -81,6 +81,9 @@ class Ctx:
         """The request (for reply/failure routes: the request as received from the caller)."""
         self.reply_msg = reply
         """The reply (reply route) or best final response (failure route), if any."""
+        self.reply_message: Response | None = None
+        """The object a ``reply_raw`` reply was serialised from, when built in this
+        process (the registrar's response): handed to the edge with the decision."""
         self.kind = _KINDS.get(request.kind, "request")
         """'request', 'branch', 'reply' or 'failure'."""
         self._state = state
@@ -578,10 +581,17 @@ class Ctx:
     def sl_send_reply(self, code: int, reason: str = "") -> None:
         self.reply(code, reason, stateless=True)
 
-    def reply_raw(self, raw: bytes, code: int = 0, reason: str = "") -> None:
-        """Send a fully formed response (from the registrar or presence) as is."""
+    def reply_raw(
+        self, raw: bytes, code: int = 0, reason: str = "", *, message: Response | None = None
+    ) -> None:
+        """Send a fully formed response (from the registrar or presence) as is.
+
+        ``message``: the Response ``raw`` was serialised from, when it was built in
+        this process (the edge then sends it without parsing ``raw`` again).
+        """
         self._take("reply")
         self._decision.reply.CopyFrom(router_pb2.Reply(raw=raw, code=code, reason=reason))
+        self.reply_message = message
 
     def relay(self, *targets: Target | str, serial: bool = False) -> None:
         """t_relay: forward to ``targets``; none given: the R-URI ($du, $bf) plus branches.

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sipmesh.clients.errors import ServiceError
+from sipmesh.clients.interfaces import LocalRegistrar
 from sipmesh.gen.sipmesh.v1 import common_pb2, presence_pb2, registrar_pb2, router_pb2
 from sipmesh.router.targets import Target
+from sipmesh.sip import Response
 from sipmesh.state.errors import StateError
 
 if TYPE_CHECKING:
@@ -171,19 +173,26 @@ class RegistrarFacet:
         if registrar is None:
             self._ctx.reply(500, "Server Internal Error")
             return None
+        request = registrar_pb2.RegisterRequest(
+            message=_sip_message(self._ctx),
+            authenticate=authenticate,
+            realm=realm,
+            authenticated_user=self._ctx.auth_user,
+            table="" if table == "location" else table,
+            flags=flags,
+            fix_nated=fix_nated,
+        )
+        response: Response | None = None
         try:
-            reply = await registrar.register(
-                registrar_pb2.RegisterRequest(
-                    message=_sip_message(self._ctx),
-                    authenticate=authenticate,
-                    realm=realm,
-                    authenticated_user=self._ctx.auth_user,
-                    table="" if table == "location" else table,
-                    flags=flags,
-                    fix_nated=fix_nated,
-                ),
-                timeout=self._env.call_timeout,
-            )
+            if isinstance(registrar, LocalRegistrar):
+                # One process: hand over the parsed REGISTER (ctx.msg is the parse of
+                # message.raw; the script edits the decision, never ctx.msg) and take
+                # the response back as an object.
+                reply, response = await registrar.register_parsed(
+                    request, self._ctx.msg, timeout=self._env.call_timeout
+                )
+            else:
+                reply = await registrar.register(request, timeout=self._env.call_timeout)
         except ServiceError as exc:
             log.debug("save: registrar unavailable: %s", exc)
             self._ctx.reply(503, "Service Unavailable", [("Retry-After", "5")])
@@ -192,7 +201,7 @@ class RegistrarFacet:
             self._ctx._set_auth_user(reply.authenticated_user)
         if not flags & 0x01:
             r = reply.response
-            self._ctx.reply_raw(r.raw, r.code, r.reason)
+            self._ctx.reply_raw(r.raw, r.code, r.reason, message=response)
         return reply
 
     async def lookup(

@@ -193,13 +193,37 @@ class RouterService:
         *,
         timeout: float | None = None,
     ) -> router_pb2.Decision:
+        decision, _ = await self._traced(request, None, timeout)
+        return decision
+
+    async def route_parsed(
+        self,
+        request: router_pb2.RouteRequest,
+        parsed: Request,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[router_pb2.Decision, Response | None]:
+        """In one process (LocalRouter): route the request the edge already parsed.
+
+        ``parsed`` is ``request.message.raw`` parsed; the script works on a copy, so
+        no parse happens here. Also returns a raw reply built in this process (the
+        registrar's response) as the object it was serialised from.
+        """
+        return await self._traced(request, parsed, timeout)
+
+    async def _traced(
+        self,
+        request: router_pb2.RouteRequest,
+        parsed: Request | None,
+        timeout: float | None,
+    ) -> tuple[router_pb2.Decision, Response | None]:
         spans = self.spans
         if not spans.enabled:
-            return await self._route(request, timeout=timeout)
+            return await self._route(request, parsed, timeout=timeout)
         # The decision span: a child of the edge's transaction span (trace context of
         # the stream item, or the caller's task context in one process).
         with spans.decision(request.kind, *_call_facts(request.message.raw)) as span:
-            decision = await self._route(request, timeout=timeout)
+            decision, reply = await self._route(request, parsed, timeout=timeout)
             if span is not None:
                 span.set_attribute("sip.route.action", decision.WhichOneof("action") or "")
             if spans.sip_header and decision.WhichOneof("action") == "relay":
@@ -211,32 +235,37 @@ class RouterService:
                         value=spans.traceparent(),
                     )
                 )
-            return decision
+            return decision, reply
 
     async def _route(
         self,
         request: router_pb2.RouteRequest,
+        parsed: Request | None = None,
         *,
         timeout: float | None = None,
-    ) -> router_pb2.Decision:
+    ) -> tuple[router_pb2.Decision, Response | None]:
         versions = self._versions
         if versions is None:
             raise InvalidArgument("router not started")
         kind = request.kind or router_pb2.ROUTE_KIND_REQUEST
         state = TxState.decode(request.context)
         script = versions.get(state.version)
-        try:
-            # The edge validated the request before routing it: split lazily.
-            msg = parse_message(request.message.raw, lazy=True)
-        except ParseError as exc:
-            return self._unparsable(kind, exc)
+        msg: Request | Response
+        if parsed is not None:
+            msg = parsed.copy()  # the caller's parse of request.message.raw
+        else:
+            try:
+                # The edge validated the request before routing it: split lazily.
+                msg = parse_message(request.message.raw, lazy=True)
+            except ParseError as exc:
+                return self._unparsable(kind, exc), None
         if not isinstance(msg, Request):
             raise InvalidArgument("RouteRequest.message is not a SIP request")
         reply: Response | None = None
         if request.reply:
             try:
-                parsed = parse_message(request.reply, lazy=True)
-                reply = parsed if isinstance(parsed, Response) else None
+                parsed_reply = parse_message(request.reply, lazy=True)
+                reply = parsed_reply if isinstance(parsed_reply, Response) else None
             except ParseError:
                 reply = None
         fn: RouteFunction | None
@@ -246,7 +275,9 @@ class RouterService:
             fn = script.handler(request.handler) or script.handler(_DEFAULT_ROUTE[kind])
             if fn is None:
                 self._metrics.decisions.labels(_kind_name(kind), "proceed").inc()
-                return router_pb2.Decision(proceed=router_pb2.Proceed(), context=request.context)
+                return router_pb2.Decision(
+                    proceed=router_pb2.Proceed(), context=request.context
+                ), None
         ctx = Ctx(self.env, request, msg, state, reply)
         budget = self.env.settings.script_timeout
         if timeout is not None:
@@ -254,10 +285,11 @@ class RouterService:
         result = await run_route(fn, ctx, script, budget, self._errors)
         if not result.ok:
             self._metrics.errors.labels(result.error).inc()
-            return self._fallback(kind, state, script.hash)
+            return self._fallback(kind, state, script.hash), None
         decision = ctx.build(script.hash)
-        self._metrics.decisions.labels(_kind_name(kind), decision.WhichOneof("action") or "").inc()
-        return decision
+        action = decision.WhichOneof("action") or ""
+        self._metrics.decisions.labels(_kind_name(kind), action).inc()
+        return decision, ctx.reply_message if action == "reply" else None
 
     def _fallback(self, kind: int, state: TxState, version: str) -> router_pb2.Decision:
         d = router_pb2.Decision(context=TxState(version=version, flags=state.flags).encode())

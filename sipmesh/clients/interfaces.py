@@ -31,6 +31,7 @@ from sipmesh.gen.sipmesh.v1 import (
     registrar_pb2,
     router_pb2,
 )
+from sipmesh.sip.message import Request, Response
 
 
 @runtime_checkable
@@ -40,6 +41,47 @@ class RouterClient(Protocol):
     async def route(
         self, request: router_pb2.RouteRequest, *, timeout: float | None = None
     ) -> router_pb2.Decision: ...
+
+
+@runtime_checkable
+class LocalRouter(Protocol):
+    """In one process only: the router takes the request its caller already parsed.
+
+    The optional side channel of the in-process path: the edge hands over its parsed
+    ``Request`` next to the RouteRequest (whose ``message.raw`` holds the same bytes)
+    and the router works on a copy instead of parsing the bytes again. The gRPC
+    client does not implement it; callers fall back to ``RouterClient.route``. The
+    caller must not edit ``parsed`` while the call runs.
+    """
+
+    async def route_parsed(
+        self,
+        request: router_pb2.RouteRequest,
+        parsed: Request,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[router_pb2.Decision, Response | None]:
+        """The decision, and when it is a raw reply built in this process (the
+        registrar's 200 OK) that reply as a ``Response``: same bytes as
+        ``decision.reply.raw``, so the caller need not parse them."""
+        ...
+
+
+@runtime_checkable
+class LocalRegistrar(Protocol):
+    """In one process only: register() with the REGISTER its caller already parsed.
+
+    Returns the reply and the registrar's response as a ``Response`` object, so the
+    caller can hand it on without parsing ``reply.response.raw`` (same bytes).
+    """
+
+    async def register_parsed(
+        self,
+        request: registrar_pb2.RegisterRequest,
+        parsed: Request,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[registrar_pb2.RegisterReply, Response]: ...
 
 
 @runtime_checkable

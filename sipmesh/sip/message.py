@@ -19,6 +19,7 @@ from sipmesh.sip.headers import header_key, is_list_header, split_list
 from sipmesh.sip.uri import AbsoluteURI, NameAddr, SipURI, TelURI, parse_uri
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound="Message")
 # (canonical key, name as written, value)
 _Entry = tuple[str, str, str]
 
@@ -280,6 +281,31 @@ class Message:
     def event(self) -> str | None:
         return self.get("event")
 
+    # -- copies ----------------------------------------------------------------
+
+    def copy(self: _M) -> _M:
+        """An independent copy, without parsing again (the in-process hand-over).
+
+        Edits of the copy (or of the original) do not show in the other: the header
+        list is copied (its entries are immutable tuples). The typed values parsed so
+        far (Via, From, To ...) are shared, so a service handed a parsed message by
+        another in the same process does not parse them again; like every cached
+        value they are read-only (edits go through the header methods, which drop
+        the caches of the message edited).
+        """
+        clone = object.__new__(type(self))
+        clone._hdrs = list(self._hdrs)
+        clone._body = self._body
+        clone._version = self._version
+        clone._raw = self._raw
+        # Lists of typed values are copied: appending to one must not show in both.
+        clone._cache = {k: (list(v) if isinstance(v, list) else v) for k, v in self._cache.items()}
+        self._copy_start_line(clone)
+        return clone
+
+    def _copy_start_line(self, clone: Any) -> None:
+        raise NotImplementedError
+
     # -- serialisation ---------------------------------------------------------
 
     def _start_line(self) -> str:
@@ -337,6 +363,11 @@ class Request(Message):
             self._ruri = parse_uri(self._uri)
         return self._ruri
 
+    def _copy_start_line(self, clone: Any) -> None:
+        clone._method = self._method
+        clone._uri = self._uri
+        clone._ruri = self._ruri
+
     def _start_line(self) -> str:
         return f"{self._method} {self._uri} {self._version}"
 
@@ -378,6 +409,10 @@ class Response(Message):
     def reason(self, value: str) -> None:
         self._reason = value
         self._raw = None
+
+    def _copy_start_line(self, clone: Any) -> None:
+        clone._status = self._status
+        clone._reason = self._reason
 
     def _start_line(self) -> str:
         return f"{self._version} {self._status} {self._reason}"

@@ -153,3 +153,36 @@ def test_missing_header_raises_parse_error() -> None:
         _ = req.from_
     assert req.top_via is None
     assert req.max_forwards is None
+
+
+def test_copy_is_independent_and_keeps_parsed_values() -> None:
+    original = parse_message(INVITE)
+    assert isinstance(original, Request)
+    via = original.top_via  # parsed once, shared by the copy
+    clone = original.copy()
+    assert isinstance(clone, Request)
+    assert bytes(clone) == bytes(original) == INVITE
+    assert clone.method == "INVITE"
+    assert clone.uri == original.uri
+    assert clone.top_via is via
+    assert clone.to.uri.user == "bob"
+    clone.add("X-Added", "yes")
+    clone.uri = "sip:carol@chicago.example.com"
+    assert "X-Added" not in original
+    assert original.uri == "sip:bob@biloxi.example.com"
+    assert bytes(original) == INVITE
+    assert b"X-Added: yes" in bytes(clone)
+    assert clone.vias is not original.vias
+    clone.remove("Via")
+    assert clone.top_via is None
+    assert original.top_via is via
+
+
+def test_copy_of_a_response() -> None:
+    response = Response(180, "Ringing", [("CSeq", "1 INVITE"), ("Content-Length", "0")])
+    clone = response.copy()
+    clone.reason = "Still Ringing"
+    assert response.reason == "Ringing"
+    assert clone.status == 180
+    assert clone.cseq.method == "INVITE"
+    assert bytes(clone).startswith(b"SIP/2.0 180 Still Ringing\r\n")
