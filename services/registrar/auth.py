@@ -12,6 +12,7 @@ configured thresholds the source is banned (the edge's ban list) or the user loc
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sipmesh.bans import BanList
@@ -71,6 +72,7 @@ class Authenticator:
         bans: BanList,
         nonces: NonceFactory,
         metrics: RegistrarMetrics,
+        reload_nonces: Callable[[], Awaitable[NonceFactory | None]] | None = None,
     ) -> None:
         self._cfg = config
         self._dir = directory
@@ -78,6 +80,12 @@ class Authenticator:
         self._bans = bans
         self._nonces = nonces
         self._metrics = metrics
+        #: The shared secret as the key/value store has it now, when it is not ours.
+        self._reload_nonces = reload_nonces
+
+    def use_nonces(self, nonces: NonceFactory) -> None:
+        """Sign and verify with another (the shared) secret from now on."""
+        self._nonces = nonces
 
     def offered_algorithms(self) -> tuple[str, ...]:
         """The configured algorithms this deployment can verify for a typical account."""
@@ -187,6 +195,16 @@ class Authenticator:
         checked = check_authorization(
             creds, request.method, now, self._nonces, realm=realm, ha1=ha1, body=request.body
         )
+        if checked.status is AuthStatus.INVALID_NONCE and self._reload_nonces is not None:
+            # Another instance may sign with a secret we do not know yet (the store
+            # lost the shared one, e.g. Redis restarted empty, and that instance
+            # started since): adopt the store's secret and verify once more.
+            shared = await self._reload_nonces()
+            if shared is not None:
+                self._nonces = shared
+                checked = check_authorization(
+                    creds, request.method, now, shared, realm=realm, ha1=ha1, body=request.body
+                )
         if checked.status is AuthStatus.STALE_NONCE:
             # RFC 7616 §3.3: the password was right; only the nonce is old.
             return self._outcome_challenge(request, realm, now, proxy, stale=True)

@@ -120,6 +120,7 @@ class RegistrarService:
             outbound_mode=config.outbound_mode,
         )
         self._auth: Authenticator | None = None
+        self._secret = b""
         self._run_timer = run_timer
         self._timer: asyncio.Task[None] | None = None
         self._started = False
@@ -133,16 +134,33 @@ class RegistrarService:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def _nonce_secret(self) -> bytes:
+    async def _nonce_secret(self, mine: bytes | None = None) -> bytes:
         configured = self.config.nonce_secret.get_secret_value()
         if configured:
             return configured.encode()
         # Every instance must verify the nonces of every other: share one secret.
-        await self.kv.set_if_absent(NONCE_SECRET_KEY, os.urandom(32).hex().encode())
+        await self.kv.set_if_absent(NONCE_SECRET_KEY, mine or os.urandom(32).hex().encode())
         secret = await self.kv.get(NONCE_SECRET_KEY)
         if not secret:
             raise StateError("nonce secret vanished from the key/value store")
         return secret
+
+    async def sync_nonce_secret(self) -> NonceFactory | None:
+        """The shared secret again after the store lost it (Redis restarted empty).
+
+        Puts our secret back when the key is missing (so an instance started later
+        takes it instead of making its own) and returns a factory for the store's
+        secret when it is not the one we sign with (another instance stored its
+        own first); None when nothing changed.
+        """
+        if self.config.nonce_secret.get_secret_value() or not self._secret:
+            return None
+        shared = await self._nonce_secret(self._secret)
+        if shared == self._secret:
+            return None
+        log.warning("registrar: adopting the nonce secret of the key/value store")
+        self._secret = shared
+        return NonceFactory(shared, float(self.config.nonce_expire))
 
     @property
     def auth(self) -> Authenticator:
@@ -152,7 +170,8 @@ class RegistrarService:
 
     async def start(self) -> None:
         await self.directory.probe()
-        nonces = NonceFactory(await self._nonce_secret(), float(self.config.nonce_expire))
+        self._secret = await self._nonce_secret()
+        nonces = NonceFactory(self._secret, float(self.config.nonce_expire))
         self._auth = Authenticator(
             config=self.config,
             directory=self.directory,
@@ -160,6 +179,7 @@ class RegistrarService:
             bans=self.bans,
             nonces=nonces,
             metrics=self.metrics,
+            reload_nonces=self.sync_nonce_secret,
         )
         if self.persistence.enabled:
             loaded = await self.persistence.load(self.clock())
@@ -196,6 +216,8 @@ class RegistrarService:
 
     async def timer_tick(self) -> list[Binding]:
         """usrloc's timer: sweep expired bindings, flush write-back, refresh gauges."""
+        if self._auth is not None and (shared := await self.sync_nonce_secret()) is not None:
+            self._auth.use_nonces(shared)
         expired = await self.sweep()
         if self.persistence.mode == "write-back":
             await self.persistence.flush()

@@ -448,8 +448,8 @@ def test_concurrent_registers_on_two_registrars_leave_the_last_bindings(
     cluster.edges = [
         edge_process(workdir, f"edge{i}", env, [r]) for i, r in enumerate(cluster.registrars, 1)
     ]
-    uas = [UdpUA("carol") for _ in range(6)]
-    plans = [_plan(i, 8) for i in range(len(uas))]
+    uas = [UdpUA("carol") for _ in range(10)]
+    plans = [_plan(i, 12) for i in range(len(uas))]
     start = threading.Barrier(len(uas))
 
     def run(index: int) -> list[int]:
@@ -577,3 +577,62 @@ def options_through(caller: UdpUA, edge: tuple[str, int], uri: str) -> Response:
         header = "Proxy-Authorization" if response.status == 407 else "Authorization"
         proxy_auth = [(header, creds.to_header())]
     return response
+
+
+def test_registrar_started_after_a_redis_restart_shares_the_nonce_secret(
+    workdir: Path, own_db: str, private_redis: ServerProcess, private_nats: ServerProcess
+) -> None:
+    """Redis restarted empty, then one registrar restarted while the other runs on.
+
+    The nonce secret lives in the key/value store (docs/registrar.md): the restarted
+    registrar must not sign with a secret the running one does not know, or a
+    challenge from one and its answer on the other never match (RFC 7616 §3.3).
+    """
+    redis = f"redis://127.0.0.1:{private_redis.port}/0"
+    env = {
+        "SIPMESH_STATE": redis,
+        "SIPMESH_DB": own_db,
+        "SIPMESH_BUS": f"nats://127.0.0.1:{private_nats.port}",
+        "SIPMESH_REGISTRAR__DB_MODE": "write-through",
+        "SIPMESH_REGISTRAR__TIMER_INTERVAL": "0.5",
+    }
+    users = [f"dan{i}" for i in range(4)]
+    provision(own_db, *users)
+    cluster = Cluster(env)
+    cluster.registrars = [registrar_process(workdir, f"registrar{i}", env) for i in (1, 2)]
+    cluster.edges = [edge_process(workdir, "edge", env, cluster.registrars)]
+    uas = [UdpUA(user) for user in users]
+    try:
+        cluster.start([*cluster.registrars, *cluster.edges])
+        edge = edge_addr(cluster.edges[0])
+        assert uas[0].register(edge, [(uas[0].contact(), EXPIRES)]).status == 200
+        private_redis.stop()
+        private_redis.start()
+        first = cluster.registrars[0]
+        assert first.stop() == 0, first.log()
+        cluster.start([first])
+        # Until the edge's stream to the restarted registrar is up again, everything
+        # goes to the other one: challenge (unauthenticated REGISTERs) until both answer.
+        probe = UdpUA(users[0])
+        deadline = time.monotonic() + 30
+        try:
+            while metric(first, "sipmesh_auth_challenges_total") == 0:
+                assert time.monotonic() < deadline, cluster.logs()
+                probe.transact(probe.build_register(), edge)
+        finally:
+            probe.close()
+        # Both registrars answer in turn (round-robin); each UA gets a challenge from
+        # one and (often) sends its answer to the other. Bounded: a few rounds.
+        statuses: list[int] = []
+        for ua in uas[1:]:
+            ua.challenge = None
+            status = ua.register(edge, [(ua.contact(), EXPIRES)]).status
+            while status == 503 and time.monotonic() < deadline:  # streams reconnecting
+                time.sleep(0.5)
+                status = ua.register(edge, [(ua.contact(), EXPIRES)]).status
+            statuses.append(status)
+        assert statuses == [200] * len(statuses), (statuses, cluster.logs())
+    finally:
+        for ua in uas:
+            ua.close()
+        cluster.stop()

@@ -114,6 +114,29 @@ async def test_replayed_nonce_count_rejected_on_another_instance(
     assert (await one.save(ua.register(CONTACT, challenge=challenge), FACTS)).response.status == 200
 
 
+async def test_nonce_secret_reshared_after_the_store_lost_it(make_service: MakeService) -> None:
+    """Redis restarted empty, then a new instance: the running one adopts its secret."""
+    from sipmesh.registrar.service import NONCE_SECRET_KEY
+
+    one = await make_service()
+    await add_subscriber(one.db, "alice", DOMAIN, "secret")
+    await one.kv.delete(NONCE_SECRET_KEY)  # what an empty Redis after a restart shows
+    two = await make_service()  # stores a secret of its own
+    ua = TestUA(AOR, "secret")
+    (challenge,) = challenges_of((await two.save(ua.register(CONTACT), FACTS)).response)
+    # Instance one verifies the other's nonce (it reads the shared secret again) ...
+    assert (await one.save(ua.register(CONTACT, challenge=challenge), FACTS)).response.status == 200
+    # ... and signs with it from then on.
+    (challenge,) = challenges_of((await one.save(ua.register(CONTACT), FACTS)).response)
+    assert (await two.save(ua.register(CONTACT, challenge=challenge), FACTS)).response.status == 200
+    # The timer puts a running instance's secret back into an emptied store.
+    await one.kv.delete(NONCE_SECRET_KEY)
+    await one.timer_tick()
+    three = await make_service()
+    (challenge,) = challenges_of((await three.save(ua.register(CONTACT), FACTS)).response)
+    assert (await two.save(ua.register(CONTACT, challenge=challenge), FACTS)).response.status == 200
+
+
 async def test_stale_nonce_gets_stale_true(make_service: MakeService, clock: FakeClock) -> None:
     reg = await make_service(nonce_expire=30)
     await add_subscriber(reg.db, "alice", DOMAIN, "secret")
