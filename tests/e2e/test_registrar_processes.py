@@ -636,3 +636,35 @@ def test_registrar_started_after_a_redis_restart_shares_the_nonce_secret(
         for ua in uas:
             ua.close()
         cluster.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sipmesh/ctl/commands.py opens the location store with KEY_PREFIX ('sipmesh:') "
+    "instead of key_prefix(config): `ctl ul` ignores SIPMESH_NAMESPACE",
+)
+def test_ctl_ul_show_reads_the_namespace_of_the_installation(
+    redis_url: str, own_db: str, unique_prefix: str
+) -> None:
+    from sipmesh.state.location import Binding
+    from sipmesh.state.location_redis import RedisLocationStore
+    from sipmesh.state.redis_common import make_redis_client
+
+    aor, contact = f"erin@{DOMAIN}", "sip:erin@127.0.0.1:5099"
+
+    async def bind() -> None:
+        store = RedisLocationStore(make_redis_client(redis_url), prefix=unique_prefix + ":")
+        try:
+            now = time.time()
+            binding = Binding(aor=aor, contact=contact, expires_at=now + EXPIRES, call_id="c")
+            await store.update(aor, lambda current: [*current, binding])
+        finally:
+            await store.close()
+
+    asyncio.run(bind())
+    out = ctl(
+        "--db", own_db, "--state", redis_url, "--json", "ul", "show", aor,
+        env={"SIPMESH_NAMESPACE": unique_prefix},
+        check=False,
+    )  # fmt: skip
+    assert [b["contact"] for b in json.loads(out or "[]")] == [contact]
