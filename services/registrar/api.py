@@ -93,13 +93,35 @@ class Registrar(RegistrarService):
         with self.spans.call("registrar.register", kind=SpanKind.SERVER):
             return await self._register(request, timeout=timeout)
 
+    async def register_parsed(
+        self,
+        request: registrar_pb2.RegisterRequest,
+        parsed: Request,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[registrar_pb2.RegisterReply, Response]:
+        """In one process (LocalRegistrar): register() with the caller's parse of
+        ``request.message.raw`` (a copy is used), returning the response object too."""
+        if not self.spans.enabled:
+            return await self._register_full(request, parsed.copy(), timeout)
+        with self.spans.call("registrar.register", kind=SpanKind.SERVER):
+            return await self._register_full(request, parsed.copy(), timeout)
+
     async def _register(
         self,
         request: registrar_pb2.RegisterRequest,
         *,
         timeout: float | None = None,
     ) -> registrar_pb2.RegisterReply:
-        sip = _request(request.message)
+        reply, _ = await self._register_full(request, _request(request.message), timeout)
+        return reply
+
+    async def _register_full(
+        self,
+        request: registrar_pb2.RegisterRequest,
+        sip: Request,
+        timeout: float | None,
+    ) -> tuple[registrar_pb2.RegisterReply, Response]:
         if sip.method != "REGISTER":
             raise InvalidArgument(f"register() needs a REGISTER, got {sip.method}")
         # Secure default: the configured REGISTER authentication applies unless the
@@ -119,7 +141,7 @@ class Registrar(RegistrarService):
             ),
             timeout,
         )
-        return registrar_pb2.RegisterReply(
+        reply = registrar_pb2.RegisterReply(
             response=sip_response(result.response),
             bindings=[binding_to_pb(b) for b in result.bindings],
             changes=[
@@ -131,6 +153,7 @@ class Registrar(RegistrarService):
             authenticated_user=result.authenticated_user,
             aor=result.aor,
         )
+        return reply, result.response
 
     async def authenticate(
         self,
