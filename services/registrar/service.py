@@ -51,6 +51,9 @@ from sipmesh.state.location import Binding, LocationStore
 log = logging.getLogger("sipmesh.registrar")
 
 NONCE_SECRET_KEY = "reg:nonce-secret"
+#: Set in the key/value store once the location table was loaded into the store;
+#: gone when the store lost its data (Redis restarted empty) with the bindings.
+LOCATION_LOADED_KEY = "reg:location-loaded"
 # save() flags (Kamailio's registrar): 0x02 memory only, 0x04 one contact, 0x08 no Path.
 SAVE_MEMORY_ONLY = 0x02
 SAVE_ONE_CONTACT = 0x04
@@ -182,12 +185,27 @@ class RegistrarService:
             reload_nonces=self.sync_nonce_secret,
         )
         if self.persistence.enabled:
-            loaded = await self.persistence.load(self.clock())
-            log.info("registrar: %d bindings loaded from the location table", loaded)
+            await self._load_location()
         await self.refresh_gauges()
         if self._run_timer:
             self._timer = asyncio.create_task(self._timer_loop(), name="registrar-timer")
         self._started = True
+
+    async def _load_location(self) -> None:
+        """usrloc's preload, only into a store that lost its bindings.
+
+        A store shared with running instances (Redis) is newer than the table (in
+        write-back by up to timer_interval): loading it again would bring back
+        bindings removed since the last flush. The marker lives in the same store,
+        so it disappears exactly when the bindings do; it is set after a complete
+        load (concurrent loads are harmless: the merge keeps the newer binding).
+        """
+        if await self.kv.get(LOCATION_LOADED_KEY) is not None:
+            log.info("registrar: location store already loaded; table not read")
+            return
+        loaded = await self.persistence.load(self.clock())
+        await self.kv.set(LOCATION_LOADED_KEY, b"1")
+        log.info("registrar: %d bindings loaded from the location table", loaded)
 
     async def stop(self, grace: float) -> None:
         self._started = False

@@ -638,6 +638,48 @@ def test_registrar_started_after_a_redis_restart_shares_the_nonce_secret(
         cluster.stop()
 
 
+def test_restarted_registrar_does_not_bring_back_a_removed_binding(
+    workdir: Path, own_db: str, private_redis: ServerProcess, private_nats: ServerProcess
+) -> None:
+    """write-back: the table lags the store; a registrar (re)started while Redis keeps
+    the live bindings must not load the lagging table over them."""
+    redis = f"redis://127.0.0.1:{private_redis.port}/0"
+    env = {
+        "SIPMESH_STATE": redis,
+        "SIPMESH_DB": own_db,
+        "SIPMESH_BUS": f"nats://127.0.0.1:{private_nats.port}",
+        "SIPMESH_REGISTRAR__DB_MODE": "write-back",
+        "SIPMESH_REGISTRAR__TIMER_INTERVAL": "3600",  # flushed only at stop
+    }
+    provision(own_db, "frank")
+    cluster = Cluster(env)
+    cluster.registrars = [registrar_process(workdir, f"registrar{i}", env) for i in (1, 2)]
+    cluster.edges = [
+        edge_process(workdir, f"edge{i}", env, [r]) for i, r in enumerate(cluster.registrars, 1)
+    ]
+    ua = UdpUA("frank")
+    aor = f"frank@{DOMAIN}"
+    try:
+        cluster.start([*cluster.registrars, *cluster.edges])
+        one, two = cluster.registrars
+        bound = ua.register(edge_addr(cluster.edges[0]), [(ua.contact(0), EXPIRES)])
+        assert bound.status == 200, bound
+        assert one.stop() == 0, one.log()  # write-back flushes at stop: the row is in
+        assert [b["contact"] for b in ul_show(own_db, None, aor)] == [ua.contact(0)]
+        # Removed through the other registrar: the store has it gone, the table not yet.
+        ua.challenge = None
+        removed = ua.register(edge_addr(cluster.edges[1]), [(ua.contact(0), 0)])
+        assert removed.status == 200, removed
+        assert not contacts_of(removed)
+        cluster.start([one])
+        assert ul_show(own_db, redis, aor) == [], "the removed binding stays removed"
+        assert two.stop() == 0, two.log()  # its flush brings the table in line
+        assert ul_show(own_db, None, aor) == []
+    finally:
+        ua.close()
+        cluster.stop()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="sipmesh/ctl/commands.py opens the location store with KEY_PREFIX ('sipmesh:') "

@@ -8,7 +8,7 @@ import pytest
 
 from sipmesh.registrar.core import SourceFacts
 from sipmesh.registrar.persistence import read_all
-from sipmesh.registrar.service import RegistrarService
+from sipmesh.registrar.service import LOCATION_LOADED_KEY, RegistrarService
 from sipmesh.registrar.testing import MakeService, Stores, make_register
 from sipmesh.state.clock import FakeClock
 from sipmesh.state.db import Database
@@ -109,6 +109,7 @@ async def test_write_through_restart_keeps_every_binding(
     # The whole location store is lost (Redis flushed of our prefix / a new process).
     for aor in await first.store.list_aors():
         await first.store.remove(aor)
+    await first.kv.delete(LOCATION_LOADED_KEY)  # lost with the store (same Redis/process)
     stores._mem_loc = None
     second = await make_service(
         db=db, db_mode="write-through", domains=(domain,), auth_register=False
@@ -116,6 +117,20 @@ async def test_write_through_restart_keeps_every_binding(
     after = _mine(await second.show(), domain)
     assert _snapshot(after) == _snapshot(before)
     assert after[0].received == "sip:198.51.100.7:40001;transport=tcp"
+
+
+async def test_start_with_a_live_store_does_not_load_the_lagging_table(
+    make_service: MakeService, stores: Stores, db: Database
+) -> None:
+    """write-back: a binding removed on one instance since the last flush stays
+    removed when another instance starts while the store keeps its bindings."""
+    domain = _domain(stores)
+    first = await make_service(db=db, db_mode="write-back", domains=(domain,), auth_register=False)
+    await _register_some(first, domain)
+    await first.timer_tick()  # the table has alice and bob
+    await first.remove(f"bob@{domain}")  # not flushed yet
+    second = await make_service(db=db, db_mode="write-back", domains=(domain,), auth_register=False)
+    assert sorted({b.aor for b in _mine(await second.show(), domain)}) == [f"alice@{domain}"]
 
 
 async def test_write_back_flushes_on_timer_and_stop(
