@@ -12,6 +12,7 @@ from typing import Any
 
 from sipmesh.clients.grpc_servers import add_media_relay_servicer
 from sipmesh.media_relay.service import MediaRelayService
+from sipmesh.observe.spans import Spans
 from sipmesh.runtime.backends import BusModule
 from sipmesh.runtime.context import Runtime
 
@@ -27,6 +28,8 @@ def create(runtime: Runtime) -> MediaRelayService:
         instance=config.instance_id,
         clock=runtime.clock,
     )
+
+    service.spans = Spans.from_runtime(runtime)
 
     def register(server: Any) -> None:
         add_media_relay_servicer(server, service)

@@ -12,7 +12,9 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -33,6 +35,7 @@ from sipmesh.media_relay.sessions import (
     SessionTable,
 )
 from sipmesh.media_relay.timeouts import MediaTimeouts
+from sipmesh.observe.spans import Spans
 from sipmesh.runtime.config import split_hostport
 from sipmesh.runtime.sections.media_relay import MediaRelayConfig
 from sipmesh.state.bus import EventBus
@@ -77,6 +80,9 @@ def _address(pair_host: str, port: int) -> common_pb2.Address:
 
 
 class MediaRelayService:
+    # Span helpers (sipmesh.observe); the module factory sets the process's own.
+    spans: Spans = Spans.off()
+
     def __init__(
         self,
         config: MediaRelayConfig,
@@ -179,9 +185,33 @@ class MediaRelayService:
         return self._ng
 
     # -- MediaRelayClient -------------------------------------------------------------
+    # Each call in a SERVER span (child of the router's or edge's, whose context came
+    # in the gRPC metadata) when tracing is on; off, the body runs with no span work.
     async def offer(
         self, request: media_relay_pb2.OfferRequest, *, timeout: float | None = None
     ) -> media_relay_pb2.SdpReply:
+        if not self.spans.enabled:
+            return self._offer(request)
+        with self.spans.call("media_relay.offer", **_span_args(request.key)):
+            return self._offer(request)
+
+    async def answer(
+        self, request: media_relay_pb2.AnswerRequest, *, timeout: float | None = None
+    ) -> media_relay_pb2.SdpReply:
+        if not self.spans.enabled:
+            return self._answer(request)
+        with self.spans.call("media_relay.answer", **_span_args(request.key)):
+            return self._answer(request)
+
+    async def delete(
+        self, request: media_relay_pb2.DeleteRequest, *, timeout: float | None = None
+    ) -> media_relay_pb2.DeleteReply:
+        if not self.spans.enabled:
+            return self._delete(request)
+        with self.spans.call("media_relay.delete", **_span_args(request.key)):
+            return self._delete(request)
+
+    def _offer(self, request: media_relay_pb2.OfferRequest) -> media_relay_pb2.SdpReply:
         table = self._serving()
         key = request.key
         existed = _has(table, key.call_id)
@@ -200,9 +230,7 @@ class MediaRelayService:
             self.sessions_created += 1
         return media_relay_pb2.SdpReply(sdp=done.sdp, warnings=done.warnings)
 
-    async def answer(
-        self, request: media_relay_pb2.AnswerRequest, *, timeout: float | None = None
-    ) -> media_relay_pb2.SdpReply:
+    def _answer(self, request: media_relay_pb2.AnswerRequest) -> media_relay_pb2.SdpReply:
         table = self._serving()
         key = request.key
         done = self._control(
@@ -219,9 +247,7 @@ class MediaRelayService:
         )
         return media_relay_pb2.SdpReply(sdp=done.sdp, warnings=done.warnings)
 
-    async def delete(
-        self, request: media_relay_pb2.DeleteRequest, *, timeout: float | None = None
-    ) -> media_relay_pb2.DeleteReply:
+    def _delete(self, request: media_relay_pb2.DeleteRequest) -> media_relay_pb2.DeleteReply:
         table = self._serving()
         session = self._lookup(table, request.key)
         stats = self.session_stats(session)
@@ -335,6 +361,11 @@ class MediaRelayService:
         if key.from_tag and session.leg_by_tag(key.from_tag) is None:
             raise NotFound(f"call {key.call_id!r} has no party with tag {key.from_tag!r}")
         return session
+
+
+def _span_args(key: media_relay_pb2.MediaSessionKey) -> dict[str, Any]:
+    """The span kind and attributes of one relay call (the session's Call-ID)."""
+    return {"kind": SpanKind.SERVER, "attributes": {"sip.call_id": key.call_id}}
 
 
 def _has(table: SessionTable, call_id: str) -> bool:

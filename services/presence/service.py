@@ -22,11 +22,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sipmesh.clients.errors import InvalidArgument
 from sipmesh.clients.interfaces import EdgeClient
 from sipmesh.gen.sipmesh.v1 import events_pb2, presence_pb2
+from sipmesh.observe.spans import Spans
 from sipmesh.presence.calls import CallState
 from sipmesh.presence.model import Publication, Subscription, presentity_uri, split_uri
 from sipmesh.presence.msilo import MessageStore
@@ -53,6 +55,9 @@ ALLOW = "PUBLISH, SUBSCRIBE, MESSAGE, NOTIFY"
 
 
 class PresenceService:
+    # Span helpers (sipmesh.observe); the module factory sets the process's own.
+    spans: Spans = Spans.off()
+
     def __init__(
         self,
         *,
@@ -209,6 +214,19 @@ class PresenceService:
             raise InvalidArgument(f"unparsable SIP message: {exc}") from None
         if not isinstance(message, Request):
             raise InvalidArgument("a SIP request is required, got a response")
+        spans = self.spans
+        if not spans.enabled:  # tracing off: not even an attribute dictionary
+            return await self._handle(request, message)
+        attributes = {"sip.method": message.method, "sip.call_id": message.get("Call-ID") or ""}
+        with spans.call("presence.handle", kind=SpanKind.SERVER, attributes=attributes) as span:
+            answer = await self._handle(request, message)
+            if span is not None:
+                span.set_attribute("sip.status_code", answer.response.code)
+            return answer
+
+    async def _handle(
+        self, request: presence_pb2.HandleRequest, message: Request
+    ) -> presence_pb2.HandleReply:
         now = self.now()
         try:
             answer = await self._dispatch(request, message, now)

@@ -139,7 +139,13 @@ class TracedBus:
     ) -> None:
         started = time.perf_counter()
         try:
-            if self._spans.enabled and trace.get_current_span().is_recording():
+            # A sampled context, not only a recording span: the edge publishes a
+            # transaction's events once its span has ended (after the final
+            # response), and they still belong to that trace.
+            if (
+                self._spans.enabled
+                and trace.get_current_span().get_span_context().trace_flags.sampled
+            ):
                 with self._spans.call(
                     f"{subject} publish",
                     kind=SpanKind.PRODUCER,
