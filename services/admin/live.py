@@ -22,12 +22,18 @@ from sipmesh.admin.base import AdminBase, audited
 from sipmesh.bans import BanList
 from sipmesh.clients.errors import InvalidArgument, NotFound
 from sipmesh.gen.sipmesh.v1 import admin_pb2, common_pb2, events_pb2, registrar_pb2
+from sipmesh.observe.capture import CAPTURE_MODE_KEY, set_capture_mode
 from sipmesh.state.bus import Message
 
 CFG_KEY = "cfg:router:"
 CFG_SUBJECT = "router.cfg"
 RELOADABLE = ("script", "dispatcher", "lcr", "dialplan", "all")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# siptrace.mode: the cluster-wide SIP capture switch (kamcmd siptrace.status on|off),
+# kept under its own key of the shared store, which every edge polls
+# (sipmesh/observe/capture.py); Kamailio's "on" is sipmesh's "all".
+CAPTURE_CFG = "siptrace.mode"
+CAPTURE_MODES = {"on": "all", "all": "all", "off": "off", "flagged": "flagged"}
 
 
 class LiveOps(AdminBase):
@@ -155,7 +161,12 @@ class LiveOps(AdminBase):
             "voicemail.srv_ip": r.voicemail_srv_ip,
             "voicemail.srv_port": r.voicemail_srv_port,
             "voicemail.prefix": "",
+            CAPTURE_CFG: self.config.telemetry.capture_mode,
         }
+
+    @staticmethod
+    def _cfg_store_key(key: str) -> str:
+        return CAPTURE_MODE_KEY if key == CAPTURE_CFG else CFG_KEY + key
 
     async def cfg_get(
         self, request: admin_pb2.CfgGetRequest, *, timeout: float | None = None
@@ -171,7 +182,7 @@ class LiveOps(AdminBase):
         ]
         if not keys:
             raise NotFound(f"no cfg value {request.group or '*'}.{request.name or '*'}")
-        stored = await self.need_kv().get_many([CFG_KEY + k for k in keys])
+        stored = await self.need_kv().get_many([self._cfg_store_key(k) for k in keys])
         values = []
         for key, raw in zip(keys, stored, strict=True):
             group, name = key.split(".", 1)
@@ -192,11 +203,21 @@ class LiveOps(AdminBase):
         if request.group == "core" and request.name in ("debug", "log_level"):
             return await self._log_level(value, timeout)
         key = f"{request.group}.{request.name}"
+        if key == CAPTURE_CFG:
+            return await self._capture_mode(value)
         if key not in self._cfg_defaults():
             raise NotFound(f"no cfg value {key}")
         await self.need_kv().set(CFG_KEY + key, value.encode())
         await self.need_bus().publish(CFG_SUBJECT, key.encode())
         return admin_pb2.WriteReply(affected=1, message=f"{key} = {value}")
+
+    async def _capture_mode(self, value: str) -> admin_pb2.WriteReply:
+        """``cfg set siptrace mode on|off|flagged``: every edge within seconds."""
+        mode = CAPTURE_MODES.get(value.strip().lower())
+        if mode is None:
+            raise InvalidArgument(f"value: a capture mode ({', '.join(CAPTURE_MODES)})")
+        await set_capture_mode(self.need_kv(), mode)
+        return admin_pb2.WriteReply(affected=1, message=f"{CAPTURE_CFG} = {mode}")
 
     async def _log_level(self, level: str, timeout: float | None) -> admin_pb2.WriteReply:
         """``cfg set core debug LEVEL``: Kamailio's debug level, on every process."""

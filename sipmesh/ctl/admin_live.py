@@ -1,4 +1,4 @@
-"""Live verbs, always through the admin API: ban, stats, uptime, reload, cfg, ping."""
+"""Live verbs, always through the admin API: ban, stats, uptime, reload, cfg, capture, ping."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ def add_live_verbs(verbs: Any, parser_class: type[argparse.ArgumentParser]) -> N
     put.add_argument("name")
     put.add_argument("value")
     leaf(put, ("cfg", "set"))
+
+    # kamcmd siptrace.status on|off: the cfg value siptrace.mode, for every edge.
+    capture = verbs.add_parser(
+        "capture", help="SIP capture (siptrace) on every edge: capture on|off|flagged|show"
+    )
+    capture.add_argument("mode", choices=["on", "all", "off", "flagged", "show"])
+    leaf(capture, ("capture", ""))
 
 
 async def _ban_show(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
@@ -154,6 +161,14 @@ async def _cfg_set(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
     return reply, reply.message
 
 
+async def _capture(a: argparse.Namespace, api: AdminApi) -> tuple[Message, str]:
+    if a.mode == "show":
+        shown = await api.cfg_get(pb.CfgGetRequest(group="siptrace", name="mode"))
+        return shown, "\n".join(f"{v.group}.{v.name} = {v.text}" for v in shown.values)
+    reply = await api.cfg_set(pb.CfgValue(group="siptrace", name="mode", text=a.mode))
+    return reply, reply.message
+
+
 LIVE_VERBS_HANDLERS: dict[tuple[str, str], Handler] = {
     ("ban", "show"): _ban_show,
     ("ban", "add"): _ban_add,
@@ -164,4 +179,5 @@ LIVE_VERBS_HANDLERS: dict[tuple[str, str], Handler] = {
     ("reload", ""): _reload,
     ("cfg", "get"): _cfg_get,
     ("cfg", "set"): _cfg_set,
+    ("capture", ""): _capture,
 }

@@ -32,7 +32,7 @@ from sipmesh.ctl.admin_tables import TABLE_VERBS, add_table_verbs
 from sipmesh.gen.sipmesh.v1 import admin_pb2 as pb
 
 # verb -> whether it concerns live state (always through the admin API).
-LIVE_VERBS = {"ban", "stats", "uptime", "reload", "cfg", "ping"}
+LIVE_VERBS = {"ban", "stats", "uptime", "reload", "cfg", "capture", "ping"}
 LIVE_SUBVERBS = {
     ("dispatcher", "set-state"),
     ("dispatcher", "reload"),
