@@ -10,7 +10,7 @@ nothing is recorded and no trace context is put into the bus headers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -37,9 +37,13 @@ from sipmesh.state.bus_memory import MemoryBus
 from sipmesh.state.db import Database
 from sipmesh.state.kv_memory import MemoryKV
 from tests.accounting.helpers import count, migrated, wait_for
+from tests.edge.conftest import Peer, request_text, start_edge, udp_peers, udp_port
+from tests.edge.test_dialogs import in_dialog_router
+from tests.edge.test_media import answer
 from tests.media_relay.conftest import relay_config, sdp
 
 Key = media_relay_pb2.MediaSessionKey
+__all__ = ["udp_peers"]  # the edge suite's fixture, used here too
 
 
 def tracing(service: str) -> tuple[Spans, InMemorySpanExporter]:
@@ -215,3 +219,41 @@ async def test_bus_without_tracing_carries_no_trace_context() -> None:
     await wait_for(delivered, timeout=5)
     assert seen[0].headers == {}
     assert [s.name for s in exporter.get_finished_spans()] == ["SIP INVITE"]
+
+
+async def test_edge_events_carry_the_transaction_trace(
+    udp_peers: Callable[[], Awaitable[Peer]],
+) -> None:
+    """The edge publishes the INVITE's transaction and dialog events after its span
+    ended; every one still carries that trace to the bus (and so to accounting)."""
+    spans, exporter = tracing("edge")
+    inner = MemoryBus()
+    seen: list[Message] = []
+
+    async def record(message: Message) -> None:
+        seen.append(message)
+
+    await inner.subscribe("sipmesh.>", record)
+    caller, callee = await udp_peers(), await udp_peers()
+    edge = await start_edge(in_dialog_router(callee), bus=TracedBus(inner, spans))
+    assert edge.core is not None
+    edge._spans = edge.core.spans = spans  # what Observability.from_runtime gives the edge
+    try:
+        port = udp_port(edge)
+        caller.send(
+            request_text("INVITE", "sip:bob@sipmesh.test", caller.port, call_id="tr-1"), port
+        )
+        invite = await callee.next_request()
+        callee.send(answer(callee, invite, 486), port)
+
+        async def published() -> bool:
+            return len(seen) >= 3
+
+        await wait_for(published, timeout=5)
+    finally:
+        await edge.stop(0)
+    sip = next(s for s in exporter.get_finished_spans() if s.name == "SIP INVITE")
+    trace_id = format(sip.context.trace_id, "032x")
+    subjects = sorted(m.subject for m in seen)
+    assert subjects == ["sipmesh.dialog.end", "sipmesh.dialog.start", "sipmesh.transaction.INVITE"]
+    assert {m.headers["traceparent"].split("-")[1] for m in seen} == {trace_id}
