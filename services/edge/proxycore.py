@@ -520,10 +520,13 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         branch.timer = None
         if branch.done:
             return
-        # §16.8: timer C fired; a branch that answered provisionally is CANCELled.
+        # §16.8: timer C fired; a branch that answered provisionally is CANCELled,
+        # one that never answered stops being retransmitted (§9.1: no CANCEL then).
         branch.status = 408
         if ptx.invite and branch.provisional:
             self._cancel_branch(branch)
+        elif branch.tx_id is not None:
+            self._driver.layer.stop_retransmissions(branch.tx_id)
         self._check_done(ptx)
         self._driver.pump()
 

@@ -223,6 +223,28 @@ async def test_no_response_at_all_gives_408_after_fr_timer(udp_peers: PeerFactor
         await edge.stop(0)
 
 
+async def test_a_silent_branch_is_not_resent_after_fr_timer(udp_peers: PeerFactory) -> None:
+    """After fr_timer gives up a branch that never answered, the INVITE is not resent
+    (tm stops; §9.1 forbids a CANCEL): a callee coming back later gets no ghost call."""
+    caller, callee = await udp_peers(), await udp_peers()
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(callee.port, fr_timer_ms=300)
+
+    edge = await start_edge(FakeRouter(decide))
+    try:
+        caller.send(request_text("INVITE", "sip:bob@sipmesh.test", caller.port), udp_port(edge))
+        assert (await caller.next_response()).status == 100
+        assert (await callee.next_request()).method == "INVITE"
+        assert (await caller.next_response()).status == 408
+        callee.pending()  # the retransmissions sent before the timer fired
+        # Timer A would resend at T1 doublings (T1 = 50 ms here) for seconds more.
+        await asyncio.sleep(0.6)
+        assert callee.pending() == []
+    finally:
+        await edge.stop(0)
+
+
 async def test_parallel_forking_best_response(udp_peers: PeerFactory) -> None:
     peers = [await udp_peers() for _ in range(4)]
     caller, forks = peers[0], peers[1:]

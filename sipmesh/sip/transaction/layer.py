@@ -110,6 +110,22 @@ class TransactionLayer:
         tx = self._lookup(tx_id)
         return tx is not None and tx.fire(Input.TRANSPORT_ERROR, now)
 
+    def stop_retransmissions(self, tx_id: str) -> bool:
+        """Stop resending a client request that was given up before any answer.
+
+        A proxy whose fr_timer fires on a branch that sent nothing back (§16.8 ends
+        the branch with 408; without a provisional it must not CANCEL, §9.1) stops
+        retransmitting, as Kamailio's tm does: otherwise a destination that comes
+        back later still receives, and answers, a call the proxy gave up long ago.
+        The transaction stays, to absorb a late response, until timer B/F ends it.
+        Returns True when retransmissions were running.
+        """
+        tx = self._clients.get(tx_id)
+        if tx is None:
+            return False
+        stopped = [tx.timers.pop(name, None) for name in (Input.TIMER_A, Input.TIMER_E)]
+        return any(deadline is not None for deadline in stopped)
+
     def report_unreachable(self, dest: Address, now: float) -> list[str]:
         """A destination or flow failed (ICMP error, TCP reset): every transaction
         talking to it gets a transport error. Returns the ids that were told."""

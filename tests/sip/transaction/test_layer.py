@@ -321,3 +321,21 @@ def test_link_too_lossy_times_out() -> None:
         "TransactionTimeout",
         "TransactionTerminated",
     ]
+
+
+def test_stop_retransmissions_of_a_branch_given_up_before_any_answer() -> None:
+    """tm's fr_timer: a branch that never answered stops being resent (no CANCEL, §9.1)."""
+    layer = TransactionLayer()
+    tx_id = layer.send_request(request("INVITE"), B, 0.0)
+    assert len(layer.datagrams_to_send()) == 1
+    layer.handle_timer(0.5)  # timer A: the first retransmission
+    assert len(layer.datagrams_to_send()) == 1
+    assert layer.stop_retransmissions(tx_id)
+    for now in (1.5, 3.5, 7.5, 15.5):
+        layer.handle_timer(now)
+        assert layer.datagrams_to_send() == []
+    # The transaction still matches a late answer until timer B (64*T1) ends it.
+    assert layer.state(tx_id) is State.CALLING
+    layer.handle_timer(32.0)
+    assert layer.state(tx_id) is None
+    assert not layer.stop_retransmissions(tx_id)
