@@ -24,9 +24,10 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -240,10 +241,47 @@ class Cluster:
     edges: list[SipmeshProcess] = field(default_factory=list)
 
     def start(self, procs: Sequence[SipmeshProcess]) -> None:
+        """Start (or restart, on the same ports) and wait until every one is ready."""
         for proc in procs:
             proc.start()
         for proc in procs:
             proc.wait_ready()
+
+    def launch(self, workdir: Path, *, edge_per_registrar: bool = False) -> None:
+        """Two registrars, then one edge,router for both or one for each."""
+        self._start_new(
+            [partial(registrar_process, workdir, f"registrar{i}", self.env) for i in (1, 2)],
+            self.registrars,
+        )
+        if edge_per_registrar:
+            edges = [
+                partial(edge_process, workdir, f"edge{i}", self.env, [r])
+                for i, r in enumerate(self.registrars, 1)
+            ]
+        else:
+            edges = [partial(edge_process, workdir, "edge", self.env, list(self.registrars))]
+        self._start_new(edges, self.edges)
+
+    @staticmethod
+    def _start_new(
+        makers: Sequence[Callable[[], SipmeshProcess]], into: list[SipmeshProcess]
+    ) -> None:
+        """Start new processes; one whose fresh port was taken meanwhile (other tests
+        run on this machine too) is made again with other ports (bounded)."""
+        procs = [make() for make in makers]
+        into.extend(procs)
+        for proc in procs:
+            proc.start()
+        for index, make in enumerate(makers):
+            for attempt in range(3):
+                try:
+                    into[index - len(makers)].wait_ready()
+                    break
+                except RuntimeError as exc:
+                    if "Address already in use" not in str(exc) or attempt == 2:
+                        raise
+                    into[index - len(makers)] = make()
+                    into[index - len(makers)].start()
 
     def stop(self) -> None:
         for proc in [*self.edges, *self.registrars]:
@@ -383,12 +421,9 @@ def test_replay_is_refused_by_the_other_registrar_process(
     }
     provision(own_db, "bob")
     cluster = Cluster(env)
-    cluster.registrars = [registrar_process(workdir, f"registrar{i}", env) for i in (1, 2)]
-    cluster.edges = [edge_process(workdir, "edge", env, cluster.registrars)]
     ua = UdpUA("bob")
     try:
-        cluster.start(cluster.registrars)
-        cluster.start(cluster.edges)
+        cluster.launch(workdir)
         edge = edge_addr(cluster.edges[0])
         replay, answer = register_then_replay(ua, edge)
         nonce = re.search(r'nonce="([^"]+)"', replay.get("Authorization") or "")
@@ -444,10 +479,6 @@ def test_concurrent_registers_on_two_registrars_leave_the_last_bindings(
     }
     provision(own_db, "carol")
     cluster = Cluster(env)
-    cluster.registrars = [registrar_process(workdir, f"registrar{i}", env) for i in (1, 2)]
-    cluster.edges = [
-        edge_process(workdir, f"edge{i}", env, [r]) for i, r in enumerate(cluster.registrars, 1)
-    ]
     uas = [UdpUA("carol") for _ in range(10)]
     plans = [_plan(i, 12) for i in range(len(uas))]
     start = threading.Barrier(len(uas))
@@ -463,7 +494,7 @@ def test_concurrent_registers_on_two_registrars_leave_the_last_bindings(
         return statuses
 
     try:
-        cluster.start([*cluster.registrars, *cluster.edges])
+        cluster.launch(workdir, edge_per_registrar=True)
         with ThreadPoolExecutor(len(uas)) as pool:
             results = list(pool.map(run, range(len(uas)), timeout=90))
         for index, statuses in enumerate(results):
@@ -504,12 +535,10 @@ def test_write_through_bindings_survive_restart_of_registrars_and_redis(
     users = [f"user{i}" for i in range(5)]
     provision(own_db, *users, "caller")
     cluster = Cluster(env)
-    cluster.registrars = [registrar_process(workdir, f"registrar{i}", env) for i in (1, 2)]
-    cluster.edges = [edge_process(workdir, "edge", env, cluster.registrars)]
     uas = [UdpUA(user) for user in users]
     caller = UdpUA("caller")
     try:
-        cluster.start([*cluster.registrars, *cluster.edges])
+        cluster.launch(workdir)
         edge = edge_addr(cluster.edges[0])
         for ua in uas:
             response = ua.register(edge, [(ua.contact(), EXPIRES)])
@@ -599,11 +628,9 @@ def test_registrar_started_after_a_redis_restart_shares_the_nonce_secret(
     users = [f"dan{i}" for i in range(4)]
     provision(own_db, *users)
     cluster = Cluster(env)
-    cluster.registrars = [registrar_process(workdir, f"registrar{i}", env) for i in (1, 2)]
-    cluster.edges = [edge_process(workdir, "edge", env, cluster.registrars)]
     uas = [UdpUA(user) for user in users]
     try:
-        cluster.start([*cluster.registrars, *cluster.edges])
+        cluster.launch(workdir)
         edge = edge_addr(cluster.edges[0])
         assert uas[0].register(edge, [(uas[0].contact(), EXPIRES)]).status == 200
         private_redis.stop()
@@ -653,14 +680,10 @@ def test_restarted_registrar_does_not_bring_back_a_removed_binding(
     }
     provision(own_db, "frank")
     cluster = Cluster(env)
-    cluster.registrars = [registrar_process(workdir, f"registrar{i}", env) for i in (1, 2)]
-    cluster.edges = [
-        edge_process(workdir, f"edge{i}", env, [r]) for i, r in enumerate(cluster.registrars, 1)
-    ]
     ua = UdpUA("frank")
     aor = f"frank@{DOMAIN}"
     try:
-        cluster.start([*cluster.registrars, *cluster.edges])
+        cluster.launch(workdir, edge_per_registrar=True)
         one, two = cluster.registrars
         bound = ua.register(edge_addr(cluster.edges[0]), [(ua.contact(0), EXPIRES)])
         assert bound.status == 200, bound
