@@ -207,11 +207,15 @@ async def _ul(args: argparse.Namespace, config: SipmeshConfig, db: Any) -> int:
         return await _ul_live(args, config)
     from sipmesh.ctl import location
     from sipmesh.registrar.convert import binding_json
-    from sipmesh.runtime.backends import KEY_PREFIX
+    from sipmesh.runtime.backends import key_prefix
     from sipmesh.state.factory import open_location
 
     reg = config.registrar
-    store = None if config.state == "memory" else open_location(config.state, prefix=KEY_PREFIX)
+    store = (
+        None
+        if config.state == "memory"
+        else open_location(config.state, prefix=key_prefix(config))  # SIPMESH_NAMESPACE
+    )
     where = "location store" if store is not None else "location table"
     now = time.time()
     try:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from sipmesh.runtime.backends import KEY_PREFIX
 from sipmesh.runtime.cluster import INSTANCE_KEY
 from sipmesh.state.factory import open_kv
 from tests.e2e.procs import SIPMESH, SipmeshProcess, make_process
@@ -21,8 +20,9 @@ DOMAIN = "split.test"
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.mark.nats]
 
 
-def run(*argv: str) -> tuple[int, str, str]:
+def run(*argv: str, namespace: str = "sipmesh") -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMESH_")}
+    env["SIPMESH_NAMESPACE"] = namespace
     result = subprocess.run(
         [*SIPMESH, "ctl", *argv], capture_output=True, text=True, timeout=60, env=env, check=False
     )
@@ -32,7 +32,14 @@ def run(*argv: str) -> tuple[int, str, str]:
 def test_verbs_against_split_registrar_and_admin(
     tmp_path: Path, postgres_url: str, redis_url: str, nats_url: str, unique_prefix: str
 ) -> None:
-    shared = {"SIPMESH_STATE": redis_url, "SIPMESH_DB": postgres_url, "SIPMESH_BUS": nats_url}
+    # A namespace of its own: instance announcements of earlier tests' processes (kept
+    # for their TTL in the shared Redis) must not count as instances of this cluster.
+    shared = {
+        "SIPMESH_STATE": redis_url,
+        "SIPMESH_DB": postgres_url,
+        "SIPMESH_BUS": nats_url,
+        "SIPMESH_NAMESPACE": unique_prefix,
+    }
     registrar = make_process(
         f"registrar-{unique_prefix}",
         tmp_path,
@@ -72,7 +79,15 @@ def test_verbs_against_split_registrar_and_admin(
         status, out, _ = run(*api, "ul", "add", f"{user}@{DOMAIN}", "sip:gina@192.0.2.9:5060")
         assert status == 0, out
         status, out, _ = run(
-            "--db", postgres_url, "--state", redis_url, "--json", "ul", "show", f"{user}@{DOMAIN}"
+            "--db",
+            postgres_url,
+            "--state",
+            redis_url,
+            "--json",
+            "ul",
+            "show",
+            f"{user}@{DOMAIN}",
+            namespace=unique_prefix,
         )
         assert [b["contact"] for b in json.loads(out)] == ["sip:gina@192.0.2.9:5060"]
 
@@ -100,12 +115,12 @@ def test_verbs_against_split_registrar_and_admin(
         if admin is not None:
             admin.stop()
         registrar.stop()
-        asyncio.run(_forget(redis_url, registrar.name))
+        asyncio.run(_forget(redis_url, registrar.name, unique_prefix))
 
 
-async def _forget(redis_url: str, instance: str) -> None:
+async def _forget(redis_url: str, instance: str, namespace: str) -> None:
     """Remove a killed instance's announcement, so later tests do not wait for it."""
-    kv = open_kv(redis_url, prefix=KEY_PREFIX)
+    kv = open_kv(redis_url, prefix=namespace + ":")
     try:
         await kv.delete(INSTANCE_KEY + instance)
     finally:

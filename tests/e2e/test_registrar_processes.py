@@ -703,11 +703,6 @@ def test_restarted_registrar_does_not_bring_back_a_removed_binding(
         cluster.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sipmesh/ctl/commands.py opens the location store with KEY_PREFIX ('sipmesh:') "
-    "instead of key_prefix(config): `ctl ul` ignores SIPMESH_NAMESPACE",
-)
 def test_ctl_ul_show_reads_the_namespace_of_the_installation(
     redis_url: str, own_db: str, unique_prefix: str
 ) -> None:
