@@ -88,7 +88,8 @@ async def test_consumer_stopped_while_publishing_then_restarted(
 ) -> None:
     first = service(pg, nats)
     await first.start()
-    publisher = asyncio.create_task(publish_calls(nats, 0, 120, pause=0.002))
+    # Paced so that the stop below lands while events are still coming (stopped_at).
+    publisher = asyncio.create_task(publish_calls(nats, 0, 120, pause=0.01))
     await wait_for(lambda: _at_least(pg, "acc", 20))
     await first.stop(0.0)  # in-flight events are not acked: delivered again
     stopped_at = await count(pg, "acc")
