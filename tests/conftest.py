@@ -66,15 +66,28 @@ def postgres_url(postgres_admin_url: str, session_id: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url(session_id: str) -> Iterator[str]:
-    """The Redis server; keys written under the session id are removed at the end."""
+    """The Redis server; what this session wrote is removed at the end.
+
+    That is every key under the session id, and the keys that real `sipmesh serve`
+    processes of the end-to-end tests wrote under the default namespace (those that
+    were not there before the session: another installation's keys are left alone).
+    """
     import redis
 
     url = os.environ.get("SIPMESH_TEST_REDIS_URL", DEFAULT_REDIS)
+    client = redis.Redis.from_url(url)
+    try:
+        before = set(client.scan_iter(match="sipmesh:*", count=1000))
+    finally:
+        client.close()
     yield url
     client = redis.Redis.from_url(url)
     try:
         for key in client.scan_iter(match=f"{session_id}*", count=1000):
             client.delete(key)
+        for key in client.scan_iter(match="sipmesh:*", count=1000):
+            if key not in before:
+                client.delete(key)
     finally:
         client.close()
 
