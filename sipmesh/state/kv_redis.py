@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from sipmesh.state.kv import KVBatch, Pending
-from sipmesh.state.redis_common import RedisHealth, glob_escape
+from sipmesh.state.redis_common import RedisStore, glob_escape
 
 # INCRBY that sets the expiry only when it creates the key (a flood window starts at
 # its first hit). EXISTS and INCRBY run in one script, so atomically.
@@ -34,7 +34,7 @@ def _ms(ttl: float) -> int:
     return max(1, round(ttl * 1000))
 
 
-class RedisKV:
+class RedisKV(RedisStore):
     """A KVStore on Redis. ``client`` may be shared with other stores."""
 
     def __init__(
@@ -45,25 +45,7 @@ class RedisKV:
         op_timeout: float = 2.0,
         owns_client: bool = True,
     ) -> None:
-        self._prefix = prefix
-        self._health = RedisHealth(client, op_timeout)
-        self._client = client
-        self._owns = owns_client
-
-    @property
-    def prefix(self) -> str:
-        return self._prefix
-
-    @property
-    def healthy(self) -> bool:
-        return self._health.healthy
-
-    async def ping(self) -> None:
-        await self._health.ping()
-
-    async def close(self) -> None:
-        if self._owns:
-            await self._client.aclose()
+        super().__init__(client, prefix=prefix, op_timeout=op_timeout, owns_client=owns_client)
 
     def _k(self, key: str) -> str:
         return self._prefix + key

@@ -29,7 +29,7 @@ from redis.exceptions import WatchError
 from sipmesh.state.clock import Clock, system_clock
 from sipmesh.state.errors import StateConflict
 from sipmesh.state.location import Binding, UpdateFn, apply_update, sort_bindings
-from sipmesh.state.redis_common import RedisHealth
+from sipmesh.state.redis_common import RedisStore
 
 SWEEP_SCRIPT = """
 local zkey, hprefix = KEYS[1], ARGV[1]
@@ -60,7 +60,7 @@ def _member(b: Binding) -> str:
     return f"{b.aor}\n{b.contact}"
 
 
-class RedisLocationStore:
+class RedisLocationStore(RedisStore):
     """A LocationStore on Redis; see the module docstring for the layout."""
 
     def __init__(
@@ -75,31 +75,13 @@ class RedisLocationStore:
         sweep_batch: int = 500,
         owns_client: bool = True,
     ) -> None:
-        self._client = client
-        self._prefix = prefix
+        super().__init__(client, prefix=prefix, op_timeout=op_timeout, owns_client=owns_client)
         self._clock = clock
-        self._health = RedisHealth(client, op_timeout)
         self._max_retries = max_retries
         self._grace = sweep_grace
         self._sweep_batch = sweep_batch
-        self._owns = owns_client
         self._zkey = f"{prefix}loc:exp"
         self._hprefix = f"{prefix}loc:b:"
-
-    @property
-    def prefix(self) -> str:
-        return self._prefix
-
-    @property
-    def healthy(self) -> bool:
-        return self._health.healthy
-
-    async def ping(self) -> None:
-        await self._health.ping()
-
-    async def close(self) -> None:
-        if self._owns:
-            await self._client.aclose()
 
     def _hkey(self, aor: str) -> str:
         return self._hprefix + aor

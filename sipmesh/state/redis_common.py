@@ -69,6 +69,33 @@ class RedisHealth:
         await self.call(op)
 
 
+class RedisStore:
+    """What every Redis-backed store shares: its key prefix, client and health."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str, op_timeout: float, owns_client: bool
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._health = RedisHealth(client, op_timeout)
+        self._owns = owns_client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def healthy(self) -> bool:
+        return self._health.healthy
+
+    async def ping(self) -> None:
+        await self._health.ping()
+
+    async def close(self) -> None:
+        if self._owns:
+            await self._client.aclose()
+
+
 def glob_escape(text: str) -> str:
     """Escape Redis glob metacharacters so a key prefix matches literally."""
     out = []
