@@ -6,8 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from sipmesh import __version__
 from sipmesh.observe.stats import register_instance_info
@@ -76,19 +75,3 @@ async def _serve(config: SipmeshConfig, modules: list[ModuleSpec] | None) -> int
     await runtime.close()
     provider.shutdown()
     return 0
-
-
-async def run_until(
-    config: SipmeshConfig,
-    modules: list[ModuleSpec],
-    body: Callable[[Runtime], Coroutine[Any, Any, None]],
-) -> None:
-    """Start ``modules`` for ``config``, run ``body``, stop (used by tests and tools)."""
-    manager = ModuleManager(modules)
-    runtime = Runtime(config, manager)
-    await manager.start(config.targets(), runtime)
-    try:
-        await body(runtime)
-    finally:
-        await manager.stop(config.grace_period)
-        await runtime.close()
