@@ -88,22 +88,36 @@ async def test_consumer_stopped_while_publishing_then_restarted(
 ) -> None:
     first = service(pg, nats)
     await first.start()
-    # Paced so that the stop below lands while events are still coming (stopped_at).
-    publisher = asyncio.create_task(publish_calls(nats, 0, 120, pause=0.01))
+    # The publisher keeps going until the first consumer has stopped, then sends a
+    # tail of 20 more calls: the stop always lands while events are still coming,
+    # however late the consumer starts on a loaded machine.
+    stopped = asyncio.Event()
+    published = 0
+
+    async def publisher() -> None:
+        nonlocal published
+        while not stopped.is_set():
+            await publish_calls(nats, published, 1, pause=0.01)
+            published += 1
+        await publish_calls(nats, published, 20)
+        published += 20
+
+    task = asyncio.create_task(publisher())
     await wait_for(lambda: _at_least(pg, "acc", 20))
     await first.stop(0.0)  # in-flight events are not acked: delivered again
     stopped_at = await count(pg, "acc")
-    await publisher
+    stopped.set()
+    await task
     # A new instance on its own connection picks up where the first stopped.
     bus2 = await open_bus(nats_url, prefix=unique_prefix)
     second = service(pg, bus2)
     await second.start()
     try:
-        await wait_for(lambda: _at_least(pg, "cdrs WHERE end_time IS NOT NULL", 120))
-        await wait_for(lambda: _at_least(pg, "acc", 240))
+        await wait_for(lambda: _at_least(pg, "cdrs WHERE end_time IS NOT NULL", published))
+        await wait_for(lambda: _at_least(pg, "acc", 2 * published))
         await asyncio.sleep(0.3)  # anything still in flight would land now
-        await assert_exactly(pg, 120)
-        assert stopped_at < 240
+        await assert_exactly(pg, published)
+        assert stopped_at < 2 * published
         assert second.metrics.events.labels("recorded")._value.get() > 0
     finally:
         await second.stop(0.0)
