@@ -1,4 +1,4 @@
-"""Tables: a small async Database interface over asyncpg and aiosqlite.
+"""Tables: a small async Database interface over asyncpg and sqlite3.
 
 Callers write SQL once with PostgreSQL's numbered placeholders (``$1``, ``$2``);
 the SQLite backend translates them. Rows come back as plain dicts. Timestamps
