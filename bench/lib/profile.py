@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--top", type=int, default=60)
     parser.add_argument("--svg", type=Path, default=None, help="also write a flame graph")
+    parser.add_argument(
+        "--native", action="store_true", help="include C frames (garbage collector, uvloop)"
+    )
     args = parser.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     auth = args.scenario != "register"
@@ -89,7 +92,10 @@ def main() -> None:
             raw = work / "profile.txt"
             cmd = [pyspy, "record", "--pid", str(system.procs[0].pid), "-d", str(int(args.seconds))]
             subprocess.run(
-                [*cmd, "-r", "250", "-f", "raw", "-o", str(raw), "--nonblocking"],
+                # --native pauses the process to unwind C stacks (py-spy refuses
+                # it with --nonblocking): a little slower, same shares.
+                [*cmd, "-r", "250", "-f", "raw", "-o", str(raw)]
+                + (["--native"] if args.native else ["--nonblocking"]),
                 check=True,
                 capture_output=True,
                 timeout=args.seconds + 60,

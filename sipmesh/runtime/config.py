@@ -92,6 +92,12 @@ class SipmeshConfig(Section):
     )
     admin: str = Field("127.0.0.1:8080", description="admin API and web console")
     grace_period: float = Field(10.0, ge=0, description="seconds to drain on SIGTERM/SIGINT")
+    gc_threshold: int = Field(
+        20_000,
+        ge=0,
+        description="allocations between young-generation garbage collections "
+        "(Python's default 700; 0 keeps it); objects built at start-up are frozen",
+    )
     # --- regions (issue 12): key/subject namespace and the multi-region section ---
     namespace: str = Field(
         "sipmesh",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -37,6 +38,24 @@ def run_server(config: SipmeshConfig, modules: list[ModuleSpec] | None = None) -
         return runner.run(_serve(config, modules))
 
 
+def tune_gc(threshold: int) -> None:
+    """Garbage collection for a long-running server.
+
+    Under sipp load the collector took ~10 % of the embedded server's CPU (py-spy
+    --native, REGISTER with digest auth): every full collection walks the hundreds of
+    thousands of objects built at start-up (modules, protobuf descriptors, the
+    configuration) although none of them will ever be garbage. ``gc.freeze()`` moves
+    them out of the collector's sight; a higher young-generation threshold lets the
+    short-lived objects of a transaction die before the collector runs, so fewer of
+    them are promoted and walked again by the older generations.
+    """
+    gc.collect()
+    gc.freeze()
+    if threshold:
+        _, second, third = gc.get_threshold()
+        gc.set_threshold(threshold, second, third)
+
+
 async def _serve(config: SipmeshConfig, modules: list[ModuleSpec] | None) -> int:
     if modules is None:
         from sipmesh.runtime.registry import default_modules
@@ -66,6 +85,7 @@ async def _serve(config: SipmeshConfig, modules: list[ModuleSpec] | None) -> int
         await runtime.close()
         provider.shutdown()
         return 1
+    tune_gc(config.gc_threshold)
     log.info(
         "sipmesh running: targets=%s instance=%s", ",".join(config.targets()), config.instance_id
     )
