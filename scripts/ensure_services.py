@@ -5,7 +5,8 @@ given in ``SIPMESH_TEST_<NAME>_URL`` is used as it is; otherwise the server on i
 standard local port is used, started when it is installed but stopped, installed
 from Debian's packages when missing (as root), and as a last resort run with
 testcontainers when a Docker engine answers. The SIP tools the tests drive (sipp,
-sipsak, baresip, kamailio) are installed from Debian's packages when missing.
+sipsak, baresip, kamailio, and chromium for the console test) are installed from
+Debian's packages when missing.
 Progress goes to stderr.
 """
 
@@ -213,6 +214,8 @@ def ensure_sip_tools() -> None:
         "sipsak": "sipsak",
         "baresip": "baresip",
         "kamailio": "kamailio",
+        # The admin console's browser test drives a headless Chromium (tests/admin).
+        "chromium": "chromium",
     }
     missing = [
         pkg

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.admin.cdp import CHROMIUM, Browser
+from tests.admin.cdp import Browser
 from tests.e2e.procs import make_process
 from tests.e2e.sipp import SippResult, run_sipp
 
@@ -23,7 +23,6 @@ OUTPUT = Path(__file__).resolve().parents[1] / "output"
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.sipp,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed"),
 ]
 
 
