@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sipmesh.clients.errors import ServiceError
 from sipmesh.clients.interfaces import LocalRegistrar
@@ -184,11 +184,11 @@ class RegistrarFacet:
         )
         response: Response | None = None
         try:
-            if isinstance(registrar, LocalRegistrar):
+            if self._env.registrar_is_local():
                 # One process: hand over the parsed REGISTER (ctx.msg is the parse of
                 # message.raw; the script edits the decision, never ctx.msg) and take
                 # the response back as an object.
-                reply, response = await registrar.register_parsed(
+                reply, response = await cast(LocalRegistrar, registrar).register_parsed(
                     request, self._ctx.msg, timeout=self._env.call_timeout
                 )
             else:

@@ -113,6 +113,14 @@ class EventBus(Protocol):
 
 def subject_matches(pattern: str, subject: str) -> bool:
     """NATS subject matching: ``*`` matches one token, a final ``>`` one or more."""
+    if "*" not in pattern:
+        # The common shapes, without splitting: every published event is matched
+        # against every subscription and stream of the in-process bus.
+        if ">" not in pattern:
+            return pattern == subject
+        if pattern.endswith(".>") and ">" not in pattern[:-1]:
+            stem = pattern[:-1]  # "a.b." matches "a.b.c…", not "a.b" nor "a.bc"
+            return len(subject) > len(stem) and subject.startswith(stem)
     p_tokens = pattern.split(".")
     s_tokens = subject.split(".")
     for i, token in enumerate(p_tokens):

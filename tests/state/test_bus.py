@@ -89,6 +89,11 @@ def test_subject_matching() -> None:
     assert not subject_matches("sipmesh.>", "sipmesh")
     assert subject_matches("a.b", "a.b")
     assert not subject_matches("a.b", "a.b.c")
+    assert not subject_matches("sipmesh.reg.>", "sipmesh.registrar.x")
+    assert not subject_matches("sipmesh.reg.>", "sipmesh.reg")
+    assert subject_matches(">", "a")
+    assert subject_matches("a.*.>", "a.b.c")
+    assert not subject_matches("a.*.>", "a.b")
     assert stream_name("t1.x", "EVENTS") == "t1_x_EVENTS"
 
 
