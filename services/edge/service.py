@@ -39,15 +39,16 @@ from .banevents import BanEvents
 from .branches import ProxyTransaction
 from .dialogs import DialogEvents
 from .drain import RETRY_AFTER, Drain
+from .edgeapi import EdgeApi
 from .flowtoken import FlowTokens, load_key, path_value
 from .media import MediaManager
-from .nat import KeepAliveTable, NatTest, add_contact_alias, keepalive_options, nat_uac_test
+from .nat import KeepAliveTable, NatTest, add_contact_alias, nat_uac_test
 from .outbound import Outbound
 from .proxycore import CoreSettings, ProxyCore
 from .reqinit import Answer, ReqInit, looks_like_sip
 from .stateless import StatelessForwarder
 from .stats import EdgeStats
-from .txdriver import HANDOVER, Sender, TxDriver
+from .txdriver import Sender, TxDriver
 
 __all__ = ["EdgeService", "Transports"]
 
@@ -71,7 +72,7 @@ class Announcer(Protocol):
     async def stop(self) -> None: ...
 
 
-class EdgeService(MessageSink):
+class EdgeService(EdgeApi, MessageSink):
     def __init__(
         self,
         config: SipmeshConfig,
@@ -534,83 +535,8 @@ class EdgeService(MessageSink):
             )
             break  # one keep-alive per NAT binding (keyed by the source address)
 
-    async def _keepalive_loop(self) -> None:
-        interval = self.config.edge.nat_keepalive_interval
-        while True:
-            await asyncio.sleep(min(1.0, interval))
-            for target in self.keepalives.due(self._clock()):
-                self.send_keepalive(target.uri, target.transport, target.host, target.port,
-                                    target.flow_id)  # fmt: skip
-
-    def send_keepalive(
-        self, uri: str, transport: str, host: str, port: int, flow_id: str | None
-    ) -> None:
-        assert self.driver is not None
-        dest = Address(transport.upper(), host, port, flow_id)
-        if self.config.edge.nat_keepalive == "crlf":
-            data = b"\r\n\r\n"  # RFC 5626 §3.5.1 double-CRLF ping
-        else:
-            family = "6" if ":" in host else "4"
-            via_host, via_port = self.local_address(transport.lower(), family)
-            data = keepalive_options(uri, via_host, via_port, transport)
-        self.stats.keepalives.inc()
-        self.driver.transmit(data, dest)
-
-    # -- handover to the edge owning a flow (Edge.Send) --------------------------------------
-
-    def _handover(self, data: bytes, dest: Address) -> bool:
-        assert dest.flow is not None
-        edge_id, _, flow_id = dest.flow[len(HANDOVER) :].partition("|")
-        peer = self._peers
-        if peer is None:
-            return False
-        request = common_pb2.OutboundRequest(
-            kind=common_pb2.OutboundRequest.KIND_REQUEST,
-            raw=data,
-            edge_id=edge_id,
-            flow_id=flow_id,
-            stateless=True,
-            destination=common_pb2.Address(
-                transport=fw.transport_enum(dest.transport), host=dest.host, port=dest.port
-            ),
-        )
-
-        async def send() -> None:
-            try:
-                result = await peer.send(request, timeout=self.config.edge.router_timeout)
-                ok = result.outcome == edge_pb2.SendResult.OUTCOME_SENT
-            except Exception:
-                ok = False
-            driver = self.driver
-            if (
-                not ok
-                and driver is not None
-                and driver.layer.report_unreachable(dest, driver.now())
-            ):
-                driver.pump()
-
-        task = asyncio.get_running_loop().create_task(send())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    async def send(
-        self,
-        request: common_pb2.OutboundRequest,
-        *,
-        timeout: float | None = None,
-    ) -> edge_pb2.SendResult:
-        """EdgeClient.send: send a request (or keep-alive) through a flow we own."""
-        assert self.outbound is not None
-        return await self.outbound.send(request, timeout=timeout)
-
-    async def info(
-        self,
-        request: edge_pb2.EdgeInfoRequest,
-        *,
-        timeout: float | None = None,
-    ) -> edge_pb2.EdgeInfo:
-        listeners = [
+    def _listener_infos(self) -> list[edge_pb2.EdgeInfo.Listener]:
+        return [
             edge_pb2.EdgeInfo.Listener(
                 transport=fw.transport_enum(i.transport),
                 host=i.host,
@@ -619,10 +545,3 @@ class EdgeService(MessageSink):
             )
             for i in self.transports.listeners()
         ]
-        active = len(self.core.transactions) if self.core is not None else 0
-        return edge_pb2.EdgeInfo(
-            edge_id=self.edge_id,
-            listeners=listeners,
-            active_transactions=active,
-            started_at=self.started_at,
-        )
