@@ -21,6 +21,7 @@ from sipmesh.clients.errors import (
     PermissionDenied,
     ResourceExhausted,
     ServiceError,
+    Unauthenticated,
     Unavailable,
 )
 from sipmesh.clients.interfaces import (
@@ -50,5 +51,6 @@ __all__ = [
     "ServiceError",
     "StreamOptions",
     "StreamState",
+    "Unauthenticated",
     "Unavailable",
 ]
