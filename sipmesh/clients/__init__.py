@@ -7,6 +7,7 @@
   grpc_servers.py: `add_*_servicer(server, service)` serving a service object.
 - stream.py / backend.py: the batched bidirectional streams of the hot path;
   resolve.py: targets and load sharing; errors.py: the errors both modes raise;
+  admin_auth.py: the admin API's tokens and which of its RPCs only read;
   tracing.py: trace context in metadata and per stream item.
 """
 
