@@ -2,17 +2,19 @@
 
 Every write (through gRPC or REST) is published as an AuditEvent on
 ``audit.admin`` (events.proto), with its arguments minus secrets and whether it
-worked. The REST layer says who asked (token role and remote address) through
-`acting_as`; gRPC callers appear as ``grpc``.
+worked. The REST layer and the gRPC guard (auth.py) say who asked — the token's
+role and the remote address — through `acting_as`/`acting`; a write made in
+process with no caller named (``sipmesh ctl --db``) appears as ``local``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -42,12 +44,22 @@ class Actor:
 _ACTOR: contextvars.ContextVar[Actor | None] = contextvars.ContextVar(
     "sipmesh_admin_actor", default=None
 )
-_GRPC = Actor("grpc")
+_LOCAL = Actor("local")
 
 
 def acting_as(actor: Actor) -> contextvars.Token[Actor | None]:
     """Name the caller of the writes made in this context (the REST layer does)."""
     return _ACTOR.set(actor)
+
+
+@contextlib.contextmanager
+def acting(actor: Actor) -> Iterator[None]:
+    """`acting_as` for the duration of a block (one gRPC call)."""
+    token = _ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
 
 
 def _arguments(request: object) -> dict[str, str]:
@@ -137,7 +149,7 @@ class AdminBase:
         return max(0.05, min(self.fanout_timeout, timeout - 0.2))
 
     async def audit(self, operation: str, request: object, *, ok: bool, error: str = "") -> None:
-        actor = _ACTOR.get() or _GRPC
+        actor = _ACTOR.get() or _LOCAL
         args = _arguments(request)
         target = args.get("username") or args.get("aor") or args.get("ip") or ""
         if "domain" in args and "username" in args:

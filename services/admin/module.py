@@ -3,6 +3,8 @@
 Tokens (docs/admin.md): with no ``admin_api.write_token`` configured, a random one
 is generated at every start and written to ``admin_api.token_file`` (mode 0600) —
 its path is logged, never the token — so the API is never open without a token.
+REST and gRPC check the same tokens; they are resolved once, in `start`, which runs
+before the process's gRPC server starts (it is a frontend module).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 
 import uvicorn
 
-from sipmesh.admin.rest import Tokens, build_app
+from sipmesh.admin.auth import TokenGuard
+from sipmesh.admin.rest import build_app
 from sipmesh.admin.service import AdminService
+from sipmesh.clients.admin_auth import Tokens
 from sipmesh.clients.grpc_servers import add_admin_servicer
 from sipmesh.runtime.backends import BusModule, DbModule, KvModule
 from sipmesh.runtime.cluster import ClusterClient
@@ -37,7 +41,7 @@ def resolve_tokens(config: SipmeshConfig) -> Tokens:
     read = settings.read_token.get_secret_value()
     if not write:
         write = secrets.token_urlsafe(32)
-        path = Path(settings.token_file or "admin-token").resolve()
+        path = settings.token_path().resolve()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(write + "\n")
@@ -58,9 +62,10 @@ class _QuietServer(uvicorn.Server):
 class AdminModule:
     """Runs the REST API + console; the gRPC servicer is registered in `create`."""
 
-    def __init__(self, runtime: Runtime, service: AdminService) -> None:
+    def __init__(self, runtime: Runtime, service: AdminService, guard: TokenGuard) -> None:
         self._runtime = runtime
         self.service = service
+        self._guard = guard
         self._host, self._port = split_hostport(runtime.config.admin)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -70,6 +75,7 @@ class AdminModule:
         if runtime.clients.is_available("registrar"):
             self.service.registrar = await runtime.clients.registrar()
         tokens = resolve_tokens(runtime.config)
+        self._guard.tokens = tokens
         console = CONSOLE_DIR if runtime.config.admin_api.console else None
         app = build_app(self.service, tokens, console_dir=console)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -125,5 +131,6 @@ def create(runtime: Runtime) -> AdminModule:
         clock=runtime.clock,
         fanout_timeout=config.admin_api.fanout_timeout,
     )
-    runtime.grpc_registrations.append(partial(add_admin_servicer, service=service))
-    return AdminModule(runtime, service)
+    guard = TokenGuard()
+    runtime.grpc_registrations.append(partial(add_admin_servicer, service=service, guard=guard))
+    return AdminModule(runtime, service, guard)

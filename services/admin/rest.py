@@ -7,17 +7,16 @@ is the protobuf reply as JSON with the proto field names. Errors are JSON
 500 for it), 401 without a valid token, 403 a read-only token on a write, 404
 unknown, 409 duplicate, 503 a backend or instance unreachable.
 
-Authentication is a bearer token: the read token may call GET routes, the write
-token every route (see `Tokens` and docs/admin.md).
+Authentication is a bearer token: the read token may call the routes of read RPCs
+(all GET), the write token every route (see sipmesh/clients/admin_auth.py and
+docs/admin.md).
 """
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +35,7 @@ from sipmesh.admin.base import Actor, acting_as
 from sipmesh.admin.models import model_of
 from sipmesh.admin.routes import ROUTES, RouteSpec
 from sipmesh.clients.admin_api import AdminApi
+from sipmesh.clients.admin_auth import WRITE, Tokens
 from sipmesh.clients.errors import ServiceError
 from sipmesh.gen.sipmesh.v1 import common_pb2
 
@@ -47,27 +47,12 @@ _STATUS = {
     "CODE_NOT_FOUND": 404,
     "CODE_ALREADY_EXISTS": 409,
     "CODE_PERMISSION_DENIED": 403,
+    "CODE_UNAUTHENTICATED": 401,
     "CODE_UNAVAILABLE": 503,
     "CODE_DEADLINE_EXCEEDED": 504,
     "CODE_RESOURCE_EXHAUSTED": 429,
     "CODE_CANCELLED": 499,
 }
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """Bearer tokens; an empty read token means reads need the write token."""
-
-    write: str
-    read: str = ""
-
-    def role(self, presented: str) -> str | None:
-        """ "write", "read" or None; compared in constant time."""
-        if self.write and hmac.compare_digest(presented.encode(), self.write.encode()):
-            return "write"
-        if self.read and hmac.compare_digest(presented.encode(), self.read.encode()):
-            return "read"
-        return None
 
 
 def _error(
@@ -93,7 +78,7 @@ def _auth(tokens: Tokens, write: bool) -> Callable[..., Awaitable[str]]:
         role = tokens.role(credentials.credentials) if credentials is not None else None
         if role is None:
             raise _AuthError(401, "a valid bearer token is required")
-        if write and role != "write":
+        if write and role != WRITE:
             raise _AuthError(403, "this token may only read")
         client = request.client
         acting_as(Actor(f"token:{role}", f"{client.host}:{client.port}" if client else ""))

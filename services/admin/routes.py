@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sipmesh.clients.admin_auth import ADMIN_RPC_ACCESS, WRITE, rpc_name
 from sipmesh.gen.sipmesh.v1 import admin_pb2 as pb
 
 
@@ -24,7 +25,8 @@ class RouteSpec:
 
     @property
     def write(self) -> bool:
-        return self.method != "GET"
+        """Needs the write token: from the one access table gRPC uses too."""
+        return ADMIN_RPC_ACCESS[rpc_name(self.rpc)] == WRITE
 
 
 SUB = "/subscribers/{domain}/{username}"

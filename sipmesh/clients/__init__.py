@@ -7,6 +7,7 @@
   grpc_servers.py: `add_*_servicer(server, service)` serving a service object.
 - stream.py / backend.py: the batched bidirectional streams of the hot path;
   resolve.py: targets and load sharing; errors.py: the errors both modes raise;
+  admin_auth.py: the admin API's tokens and which of its RPCs only read;
   tracing.py: trace context in metadata and per stream item.
 """
 
@@ -21,6 +22,7 @@ from sipmesh.clients.errors import (
     PermissionDenied,
     ResourceExhausted,
     ServiceError,
+    Unauthenticated,
     Unavailable,
 )
 from sipmesh.clients.interfaces import (
@@ -50,5 +52,6 @@ __all__ = [
     "ServiceError",
     "StreamOptions",
     "StreamState",
+    "Unauthenticated",
     "Unavailable",
 ]

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from sipmesh.clients.admin_auth import bearer_metadata
 from sipmesh.clients.backend import StreamOptions
 from sipmesh.clients.grpc_clients import unary_call, unary_channel
 from sipmesh.gen.sipmesh.v1 import admin_pb2, admin_pb2_grpc
@@ -226,11 +227,16 @@ class AdminApi(Protocol):
 
 
 class GrpcAdminClient:
-    """AdminApi over gRPC (unary calls, round-robin over the admin instances)."""
+    """AdminApi over gRPC (unary calls, round-robin over the admin instances), each
+    carrying `token` as ``authorization: Bearer`` metadata (admin_auth.py)."""
 
-    def __init__(self, target: str, options: StreamOptions | None = None) -> None:
+    def __init__(
+        self, target: str, options: StreamOptions | None = None, *, token: str = ""
+    ) -> None:
         self._options = options or StreamOptions()
         self._target = target
+        # Sent with every call (admin_auth.py); the admin service refuses calls without.
+        self._metadata = bearer_metadata(token)
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
 
@@ -257,7 +263,7 @@ class GrpcAdminClient:
         timeout: float | None,
     ) -> Reply:
         wait = self._options.default_timeout if timeout is None else timeout
-        return await unary_call(method, request, reply_type, wait)
+        return await unary_call(method, request, reply_type, wait, self._metadata)
 
     async def subscriber_add(
         self, request: admin_pb2.SubscriberAddRequest, *, timeout: float | None = None

@@ -79,6 +79,13 @@ class PermissionDenied(ServiceError):
     status = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Unauthenticated(ServiceError):
+    """No valid credentials came with the call (the admin API's bearer token)."""
+
+    code = _Code.CODE_UNAUTHENTICATED
+    status = grpc.StatusCode.UNAUTHENTICATED
+
+
 _CLASSES: tuple[type[ServiceError], ...] = (
     Unavailable,
     DeadlineExceeded,
@@ -89,6 +96,7 @@ _CLASSES: tuple[type[ServiceError], ...] = (
     Cancelled,
     AlreadyExists,
     PermissionDenied,
+    Unauthenticated,
 )
 _BY_CODE: dict[int, type[ServiceError]] = {cls.code: cls for cls in _CLASSES}
 _BY_STATUS: dict[grpc.StatusCode, type[ServiceError]] = {cls.status: cls for cls in _CLASSES}

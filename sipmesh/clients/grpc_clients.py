@@ -69,10 +69,11 @@ async def unary_call(
     request: object,
     reply_type: type[Reply],
     timeout: float,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> Reply:
-    """One unary call with deadline and trace metadata; errors as ServiceError."""
+    """One unary call with deadline, trace and extra metadata; errors as ServiceError."""
     try:
-        reply = await method(request, timeout=timeout, metadata=trace_metadata())
+        reply = await method(request, timeout=timeout, metadata=trace_metadata() + metadata)
     except grpc.aio.AioRpcError as exc:
         raise error_from_status(exc.code(), exc.details()) from None
     if not isinstance(reply, reply_type):

@@ -14,10 +14,11 @@ A service registers itself with the process's gRPC server through the runtime:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import grpc
 
@@ -74,11 +75,32 @@ async def _serve_unary(impl: UnaryImpl, request: Any, context: Any, name: str) -
     return None  # not reached: abort raises
 
 
-def _unary(impl: UnaryImpl, name: str) -> Callable[[Any, Any, Any], Awaitable[Any]]:
-    """A servicer method (for a generated class) serving `impl`."""
+class CallGuard(Protocol):
+    """Decides whether a unary call may run (the admin API's tokens)."""
+
+    def admit(
+        self, rpc: str, metadata: Sequence[tuple[str, str | bytes]], peer: str
+    ) -> contextlib.AbstractContextManager[None]:
+        """Raise a ServiceError (Unauthenticated, PermissionDenied) to refuse the
+        call, else return the context it runs in (e.g. naming the caller)."""
+        ...
+
+
+def _unary(
+    impl: UnaryImpl, name: str, guard: CallGuard | None = None
+) -> Callable[[Any, Any, Any], Awaitable[Any]]:
+    """A servicer method (for a generated class) serving `impl`, behind `guard`."""
 
     async def method(_self: Any, request: Any, context: Any) -> Any:
-        return await _serve_unary(impl, request, context, name)
+        if guard is None:
+            return await _serve_unary(impl, request, context, name)
+        try:
+            admitted = guard.admit(name, context.invocation_metadata() or (), context.peer())
+        except ServiceError as exc:
+            await context.abort(exc.status, exc.message)
+            return None  # not reached: abort raises
+        with admitted:
+            return await _serve_unary(impl, request, context, name)
 
     method.__name__ = name
     return method
@@ -272,10 +294,15 @@ _MEDIA_RELAY_NAMES = {"List": "list_sessions"}
 
 
 def _unary_servicer(
-    base: type[Any], descriptor: Any, service: object, renames: dict[str, str]
+    base: type[Any],
+    descriptor: Any,
+    service: object,
+    renames: dict[str, str],
+    guard: CallGuard | None = None,
 ) -> Any:
     """An instance of the generated servicer `base` whose every RPC calls the
-    service's method of the same name in snake_case (all RPCs must be unary)."""
+    service's method of the same name in snake_case (all RPCs must be unary),
+    each call first admitted by `guard` when there is one."""
     methods: dict[str, Any] = {}
     missing: list[str] = []
     for rpc in descriptor.methods:
@@ -284,7 +311,7 @@ def _unary_servicer(
         if impl is None:
             missing.append(attribute)
             continue
-        methods[rpc.name] = _unary(impl, rpc.name)
+        methods[rpc.name] = _unary(impl, rpc.name, guard)
     if missing:
         raise TypeError(
             f"{type(service).__name__} lacks {descriptor.full_name} methods: {', '.join(missing)}"
@@ -303,9 +330,12 @@ def add_media_relay_servicer(server: grpc.aio.Server, service: MediaRelayClient)
     media_relay_pb2_grpc.add_MediaRelayServicer_to_server(servicer, server)
 
 
-def add_admin_servicer(server: grpc.aio.Server, service: object) -> None:
-    """Serve an object implementing `sipmesh.clients.admin_api.AdminApi`.
+def add_admin_servicer(server: grpc.aio.Server, service: object, *, guard: CallGuard) -> None:
+    """Serve an object implementing `sipmesh.clients.admin_api.AdminApi`, every call
+    admitted by `guard` first (the admin tokens, sipmesh/clients/admin_auth.py).
 
+    The guard sits in the Admin servicer, not in a server interceptor, so the other
+    services on the same port (router, registrar, edge streams…) never pay for it.
     Raises TypeError naming the missing methods when it does not implement all.
     """
     servicer = _unary_servicer(
@@ -313,5 +343,6 @@ def add_admin_servicer(server: grpc.aio.Server, service: object) -> None:
         admin_pb2.DESCRIPTOR.services_by_name["Admin"],
         service,
         {},
+        guard,
     )
     admin_pb2_grpc.add_AdminServicer_to_server(servicer, server)

@@ -5,12 +5,18 @@ lcr, dialplan) work straight on the database given by ``--db`` unless ``--admin`
 names an admin service; live verbs (stats, uptime, ping, reload, cfg, ban, ul add,
 dispatcher set-state/reload) always go through the admin API at ``--admin HOST:PORT``
 (default: this configuration's ``grpc`` address, where ``sipmesh serve`` runs it).
+
+The admin API wants a token (docs/admin.md), found like the address: ``--token``,
+else ``$SIPMESH_ADMIN_TOKEN``, else this configuration's ``admin_api.write_token``,
+else the token file ``sipmesh serve`` writes (``admin_api.token_file``, default
+``./admin-token``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,10 +24,12 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from sipmesh.clients.admin_api import AdminApi, GrpcAdminClient
+from sipmesh.clients.errors import Unauthenticated
 from sipmesh.runtime.config import ConfigError, SipmeshConfig, load_config, mask_url
 from sipmesh.state.errors import StateError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+TOKEN_ENV = "SIPMESH_ADMIN_TOKEN"
 
 
 Handler = Callable[[argparse.Namespace, AdminApi], Awaitable[tuple[Message, str]]]
@@ -52,13 +60,39 @@ def admin_target(args: argparse.Namespace, config: SipmeshConfig) -> str:
     return target.removeprefix("grpc://")
 
 
+def admin_token(args: argparse.Namespace, config: SipmeshConfig) -> str:
+    """``--token``, ``$SIPMESH_ADMIN_TOKEN``, ``admin_api.write_token`` or the token
+    file, the first that is set ("" when none is: the call is then refused)."""
+    given = getattr(args, "token", None) or os.environ.get(TOKEN_ENV, "")
+    if given:
+        return str(given).strip()
+    configured = config.admin_api.write_token.get_secret_value()
+    if configured:
+        return configured
+    path = config.admin_api.token_path()
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise VerbError(f"cannot read the admin token file {path}: {exc.strerror}") from None
+
+
 @contextlib.asynccontextmanager
 async def open_api(args: argparse.Namespace, *, live: bool) -> AsyncIterator[AdminApi]:
     """The admin API: gRPC when ``--admin`` is given or the verb is live, else the DB."""
     config = config_of(args)
     if live or getattr(args, "admin", None):
-        async with GrpcAdminClient(admin_target(args, config)) as client:
-            yield client
+        token = admin_token(args, config)
+        async with GrpcAdminClient(admin_target(args, config), token=token) as client:
+            try:
+                yield client
+            except Unauthenticated as exc:
+                hint = "wrong token" if token else "no token found"
+                raise Unauthenticated(
+                    f"{exc.message}; {hint}: give --token, set {TOKEN_ENV}, or run where "
+                    f"`sipmesh serve` wrote {config.admin_api.token_path()}"
+                ) from None
         return
     from sipmesh.admin.service import AdminService
     from sipmesh.state.factory import open_db

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from sipmesh.clients.errors import ServiceError
+from sipmesh.ctl.admin_client import VerbError, open_api
 from sipmesh.ctl.provisioning import (
     CtlError,
     add_subscriber,
@@ -58,6 +60,12 @@ def register_ctl(subparsers: Any) -> None:
     ul_rm.add_argument("aor", metavar="AOR")
     ul_rm.add_argument("contact", metavar="CONTACT", nargs="?", default="")
     ctl.add_argument("--admin", metavar="HOST:PORT", help="admin gRPC API (live verbs)")
+    ctl.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="admin API token (default: $SIPMESH_ADMIN_TOKEN, admin_api.write_token, "
+        "or the token file sipmesh serve writes, ./admin-token)",
+    )
     from sipmesh.ctl.admin_verbs import add_ul_add, add_verbs  # issue 11's verbs
 
     add_ul_add(ul_verbs)
@@ -165,10 +173,18 @@ async def _ul_live(args: argparse.Namespace, config: SipmeshConfig) -> int:
     Like kamctl's ``ul`` over RPC: the live location store, which with embedded state
     (``memory``) only the running process can read.
     """
-    from sipmesh.ctl.admin_client import open_api
+    aor = str(_aor(args.aor, config)) if args.aor else ""
+    try:
+        return await _ul_live_calls(args, aor)
+    except VerbError as exc:
+        raise CtlError(str(exc), exc.status) from None
+    except ServiceError as exc:  # unreachable, no or wrong token, …
+        raise CtlError(exc.message) from None
+
+
+async def _ul_live_calls(args: argparse.Namespace, aor: str) -> int:
     from sipmesh.gen.sipmesh.v1 import admin_pb2
 
-    aor = str(_aor(args.aor, config)) if args.aor else ""
     now = time.time()
     async with open_api(args, live=True) as api:
         if args.ul_verb == "show":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,13 +13,29 @@ import pytest
 from google.protobuf import message_factory
 
 from sipmesh.clients.admin_api import AdminApi, GrpcAdminClient
-from sipmesh.clients.errors import AlreadyExists, InvalidArgument
+from sipmesh.clients.admin_auth import Tokens, bearer_token
+from sipmesh.clients.errors import AlreadyExists, InvalidArgument, Unauthenticated
 from sipmesh.clients.grpc_servers import add_admin_servicer, snake_case
 from sipmesh.gen.sipmesh.v1 import admin_pb2
 
 pytestmark = pytest.mark.timeout(60)
 
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+TOKEN = "t0ken"
+
+
+@dataclass
+class TokenCheck:
+    """A CallGuard admitting callers with TOKEN (the admin service's is auth.py's)."""
+
+    admitted: list[str] = field(default_factory=list)
+
+    def admit(
+        self, rpc: str, metadata: Sequence[tuple[str, str | bytes]], peer: str
+    ) -> contextlib.AbstractContextManager[None]:
+        Tokens(write=TOKEN).admit(rpc, bearer_token(metadata))
+        self.admitted.append(rpc)
+        return contextlib.nullcontext()
 
 
 def test_admin_api_matches_the_proto() -> None:
@@ -48,7 +65,7 @@ async def test_adapter_refuses_an_incomplete_service() -> None:
     # get_event_loop(), which fails after any asyncio.run in the same process).
     server = grpc.aio.server()
     with pytest.raises(TypeError, match="subscriber_add"):
-        add_admin_servicer(server, Partial())
+        add_admin_servicer(server, Partial(), guard=TokenCheck())
 
 
 @dataclass
@@ -88,11 +105,12 @@ class MemoryAdmin:
 async def test_admin_round_trip_with_status_codes() -> None:
     service = MemoryAdmin()
     server = grpc.aio.server()
-    add_admin_servicer(server, service)
+    guard = TokenCheck()
+    add_admin_servicer(server, service, guard=guard)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with GrpcAdminClient(f"127.0.0.1:{port}") as client:
+        async with GrpcAdminClient(f"127.0.0.1:{port}", token=TOKEN) as client:
             request = admin_pb2.SubscriberAddRequest(
                 username="alice", domain="example.com", password="secret"
             )
@@ -110,5 +128,12 @@ async def test_admin_round_trip_with_status_codes() -> None:
             first = service.timeouts[0]
             assert first is not None
             assert 0 < first <= 3
+        # Every call went through the guard; a refused one never reached the service.
+        assert guard.admitted == ["SubscriberAdd"] * 3 + ["Stats"]
+        calls = len(service.timeouts)
+        async with GrpcAdminClient(f"127.0.0.1:{port}", token="other") as stranger:
+            with pytest.raises(Unauthenticated):
+                await stranger.subscriber_add(admin_pb2.SubscriberAddRequest(), timeout=3)
+        assert len(service.timeouts) == calls
     finally:
         await server.stop(0)

@@ -19,6 +19,7 @@ from sipmesh.clients import errors
         errors.Cancelled,
         errors.AlreadyExists,
         errors.PermissionDenied,
+        errors.Unauthenticated,
     ],
 )
 def test_round_trip_through_call_error_and_status(cls: type[errors.ServiceError]) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from sipmesh.runtime.cluster import INSTANCE_KEY
 from sipmesh.state.factory import open_kv
-from tests.e2e.procs import SIPMESH, SipmeshProcess, make_process
+from tests.e2e.procs import ADMIN_TOKEN, SIPMESH, SipmeshProcess, make_process
 
 DOMAIN = "split.test"
 
@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.m
 def run(*argv: str, namespace: str = "sipmesh") -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMESH_")}
     env["SIPMESH_NAMESPACE"] = namespace
+    env["SIPMESH_ADMIN_TOKEN"] = ADMIN_TOKEN
     result = subprocess.run(
         [*SIPMESH, "ctl", *argv], capture_output=True, text=True, timeout=60, env=env, check=False
     )
@@ -58,7 +59,6 @@ def test_verbs_against_split_registrar_and_admin(
             env={
                 **shared,
                 "SIPMESH_ENDPOINTS__REGISTRAR": f"127.0.0.1:{registrar.grpc_port}",
-                "SIPMESH_ADMIN_API__WRITE_TOKEN": "t",
             },
             extra_args=["--domain", DOMAIN],
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sipmesh.cli import main
-from tests.admin.embedded import DOMAIN, Embedded, threaded
+from tests.admin.embedded import DOMAIN, READ, WRITE, Embedded, threaded
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,61 @@ def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def over_admin(s: Embedded, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    return ctl(capsys, "--admin", s.grpc, "--domain", DOMAIN, *argv)
+    return ctl(capsys, "--admin", s.grpc, "--token", WRITE, "--domain", DOMAIN, *argv)
+
+
+@pytest.fixture
+def no_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A working directory without admin-token, and no token in the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SIPMESH_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("SIPMESH_ADMIN_API__WRITE_TOKEN", raising=False)
+    monkeypatch.delenv("SIPMESH_CONFIG", raising=False)
+    return tmp_path
+
+
+def test_token_from_option_env_config_or_token_file(
+    sipmesh: Embedded,
+    capsys: pytest.CaptureFixture[str],
+    no_token: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = ("--admin", sipmesh.grpc, "--domain", DOMAIN)
+    status, _, err = ctl(capsys, *api, "ping")
+    assert status == 1
+    assert "a valid admin token is required" in err
+    assert "no token found: give --token, set SIPMESH_ADMIN_TOKEN, or run where" in err
+    status, _, err = ctl(capsys, *api, "ul", "show")  # the ul verbs of commands.py too
+    assert status == 1
+    assert "no token found" in err
+    status, _, err = ctl(capsys, *api, "--token", "guess", "ping")
+    assert status == 1
+    assert "wrong token: give --token" in err
+
+    # The file `sipmesh serve` writes when no write token is configured: ./admin-token.
+    (no_token / "admin-token").write_text(WRITE + "\n")
+    assert ctl(capsys, *api, "domain", "add", "tokenfile.test")[0] == 0
+    (no_token / "admin-token").unlink()
+    elsewhere = no_token / "secret" / "token"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(WRITE)
+    config = no_token / "sipmesh.yaml"
+    config.write_text(f"admin_api:\n  token_file: {elsewhere}\n")
+    assert ctl(capsys, "--config", str(config), *api, "domain", "rm", "tokenfile.test")[0] == 0
+    config.write_text(f"admin_api:\n  write_token: {WRITE}\n")
+    assert ctl(capsys, "--config", str(config), *api, "ping")[0] == 0
+
+    # The environment: the read token reads, and may not write.
+    monkeypatch.setenv("SIPMESH_ADMIN_TOKEN", READ)
+    status, out, _ = ctl(capsys, *api, "stats", "core")
+    assert status == 0
+    assert out.startswith("# 1 instance(s)")
+    status, _, err = ctl(capsys, *api, "ban", "add", "203.0.113.9")
+    assert status == 1
+    assert "may only read" in err
+    # --token wins over the environment.
+    assert ctl(capsys, *api, "--token", WRITE, "ban", "add", "203.0.113.9")[0] == 0
+    assert ctl(capsys, *api, "--token", WRITE, "ban", "rm", "203.0.113.9")[0] == 0
 
 
 def test_ping_uptime_stats(sipmesh: Embedded, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SIPMESH = [sys.executable, "-m", "sipmesh"]
+# The admin write token of every process `make_process` describes, and what `ctl`
+# sends (tests of the generated token file set SIPMESH_ADMIN_API__WRITE_TOKEN="").
+ADMIN_TOKEN = "e2e-admin-token"
 
 
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
@@ -138,6 +141,7 @@ def make_process(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMESH_") or "TEST" in k}
     full_env.setdefault("SIPMESH_DB", f"sqlite:///{workdir / (name + '.sqlite')}")
     full_env["SIPMESH_GRACE_PERIOD"] = "2"
+    full_env["SIPMESH_ADMIN_API__WRITE_TOKEN"] = ADMIN_TOKEN
     full_env.update(env or {})
     workdir.mkdir(parents=True, exist_ok=True)
     return SipmeshProcess(
@@ -152,15 +156,18 @@ def make_process(
     )
 
 
-def ctl(*args: str, env: Mapping[str, str] | None = None, check: bool = True) -> str:
-    """Run `sipmesh ctl …` and return its stdout."""
+def ctl(
+    *args: str, env: Mapping[str, str] | None = None, check: bool = True, cwd: Path | None = None
+) -> str:
+    """Run `sipmesh ctl …` (with the processes' admin token) and return its stdout."""
     result = subprocess.run(
         [*SIPMESH, "ctl", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "SIPMESH_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})},
         check=False,
+        cwd=cwd,
     )
     if check and result.returncode != 0:
         raise RuntimeError(f"sipmesh ctl {' '.join(args)} failed: {result.stderr}")

@@ -6,7 +6,9 @@ import signal
 import socket
 from pathlib import Path
 
-from tests.e2e.procs import SipmeshProcess, make_process
+import pytest
+
+from tests.e2e.procs import SipmeshProcess, ctl, make_process
 
 
 def test_all_in_one_is_ready_and_stops_cleanly_on_sigterm(workdir: Path) -> None:
@@ -32,6 +34,34 @@ def test_sigint_stops_cleanly_too(workdir: Path) -> None:
     proc.start()
     proc.wait_ready()
     assert proc.stop(signal.SIGINT) == 0, proc.log()
+
+
+def test_ctl_finds_the_admin_token_serve_generated(workdir: Path) -> None:
+    """With no write token configured, serve writes one to ./admin-token (mode 0600);
+    ``sipmesh ctl`` run in the same directory sends it, elsewhere it is refused."""
+    proc = make_process(
+        "tokenfile", workdir, targets="registrar,admin", env={"SIPMESH_ADMIN_API__WRITE_TOKEN": ""}
+    )
+    proc.start()
+    try:
+        proc.wait_ready()
+        token_file = workdir / "admin-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        assert token not in proc.log()
+        api = ("--admin", f"127.0.0.1:{proc.grpc_port}")
+        none = {"SIPMESH_ADMIN_TOKEN": ""}
+        assert ctl(*api, "ping", env=none, cwd=workdir).startswith("pong from tokenfile")
+        assert ctl(*api, "domain", "add", "file.test", env=none, cwd=workdir).strip()
+        elsewhere = workdir / "elsewhere"
+        elsewhere.mkdir()
+        with pytest.raises(RuntimeError, match="no token found"):
+            ctl(*api, "ping", env=none, cwd=elsewhere)
+        shown = ctl(*api, "--token", token, "domain", "show", env=none, cwd=elsewhere)
+        assert "file.test" in shown
+    finally:
+        assert proc.stop() == 0, proc.log()
 
 
 def test_split_edge_router_with_a_separate_registrar(

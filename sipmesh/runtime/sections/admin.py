@@ -1,5 +1,7 @@
 """The admin service: gRPC/REST API and web console."""
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from sipmesh.runtime.sections.base import Section
@@ -19,10 +21,14 @@ class AdminConfig(Section):
     )
     token_file: str = Field(
         "",
-        description="where a generated write token is written; empty: admin-token in the "
-        "working directory",
+        description="where a generated write token is written, and where sipmesh ctl reads "
+        "it; empty: admin-token in the working directory",
     )
     fanout_timeout: float = Field(
         2.0, gt=0, le=60, description="seconds to wait for every instance in cluster-wide calls"
     )
     console: bool = Field(True, description="serve the web console under /console")
+
+    def token_path(self) -> Path:
+        """The token file (relative paths are to the working directory)."""
+        return Path(self.token_file or "admin-token")

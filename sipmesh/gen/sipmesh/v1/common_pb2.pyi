@@ -466,6 +466,9 @@ class CallError(google.protobuf.message.Message):
         CODE_ALREADY_EXISTS: CallError._Code.ValueType  # 8
         """a duplicate (e.g. a subscriber that exists)"""
         CODE_PERMISSION_DENIED: CallError._Code.ValueType  # 9
+        """authenticated, but not allowed (a read-only admin token)"""
+        CODE_UNAUTHENTICATED: CallError._Code.ValueType  # 10
+        """no valid credentials (an admin call without a known token)"""
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     CODE_UNSPECIFIED: CallError.Code.ValueType  # 0
@@ -484,6 +487,9 @@ class CallError(google.protobuf.message.Message):
     CODE_ALREADY_EXISTS: CallError.Code.ValueType  # 8
     """a duplicate (e.g. a subscriber that exists)"""
     CODE_PERMISSION_DENIED: CallError.Code.ValueType  # 9
+    """authenticated, but not allowed (a read-only admin token)"""
+    CODE_UNAUTHENTICATED: CallError.Code.ValueType  # 10
+    """no valid credentials (an admin call without a known token)"""
 
     CODE_FIELD_NUMBER: builtins.int
     MESSAGE_FIELD_NUMBER: builtins.int
