@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sipmesh.observe.stats import Children
+
 from .dialogs import DialogCounts
 
 if TYPE_CHECKING:
@@ -122,21 +124,28 @@ class EdgeStats:
         self.dialogs = DialogCounts()
         registry.register(_ScrapeTime(self))
 
+        # Per-message counters: their children, looked up once (observe.stats.Children).
+        self._rcv_requests = Children(self.rcv_requests)
+        self._rcv_replies = Children(self.rcv_replies)
+        self._drop_requests = Children(self.drop_requests)
+        self._sl_replies = Children(self.sl_replies)
+        self._transactions = Children(self.transactions)
+
     def request_received(self, method: str) -> None:
-        self.rcv_requests.labels(method_label(method)).inc()
+        self._rcv_requests(method_label(method)).inc()
 
     def reply_received(self, status: int) -> None:
-        self.rcv_replies.labels(f"{status // 100}xx").inc()
+        self._rcv_replies(f"{status // 100}xx").inc()
 
     def dropped(self, reason: str) -> None:
-        self.drop_requests.labels(reason).inc()
+        self._drop_requests(reason).inc()
 
     def replied(self, status: int) -> None:
-        self.sl_replies.labels(str(status)).inc()
+        self._sl_replies(str(status)).inc()
 
     def transaction_finished(self, status: int) -> None:
         if 200 <= status <= 699:
-            self.transactions.labels(f"{status // 100}xx").inc()
+            self._transactions(f"{status // 100}xx").inc()
 
 
 class _ScrapeTime(Collector):

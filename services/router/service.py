@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sipmesh.clients.errors import InvalidArgument
 from sipmesh.gen.sipmesh.v1 import common_pb2, events_pb2, router_pb2
 from sipmesh.observe.spans import Spans
+from sipmesh.observe.stats import Children
 from sipmesh.router.api import Ctx
 from sipmesh.router.cfgstore import CfgStore
 from sipmesh.router.datasets import KINDS as DATASET_KINDS
@@ -82,6 +83,8 @@ class _Metrics:
             ["reason"],
             registry=registry,
         )
+        # Counted per routing call: the children, looked up once.
+        self.decision = Children(self.decisions)
         self.reloads = Counter(
             "sipmesh_router_reloads", "script reloads by result", ["result"], registry=registry
         )
@@ -274,7 +277,7 @@ class RouterService:
         else:
             fn = script.handler(request.handler) or script.handler(_DEFAULT_ROUTE[kind])
             if fn is None:
-                self._metrics.decisions.labels(_kind_name(kind), "proceed").inc()
+                self._metrics.decision(_kind_name(kind), "proceed").inc()
                 return router_pb2.Decision(
                     proceed=router_pb2.Proceed(), context=request.context
                 ), None
@@ -288,7 +291,7 @@ class RouterService:
             return self._fallback(kind, state, script.hash), None
         decision = ctx.build(script.hash)
         action = decision.WhichOneof("action") or ""
-        self._metrics.decisions.labels(_kind_name(kind), action).inc()
+        self._metrics.decision(_kind_name(kind), action).inc()
         return decision, ctx.reply_message if action == "reply" else None
 
     def _fallback(self, kind: int, state: TxState, version: str) -> router_pb2.Decision:
@@ -302,7 +305,7 @@ class RouterService:
         else:
             d.proceed.SetInParent()
             action = "proceed"
-        self._metrics.decisions.labels(_kind_name(kind), action).inc()
+        self._metrics.decision(_kind_name(kind), action).inc()
         return d
 
     def _unparsable(self, kind: int, exc: ParseError) -> router_pb2.Decision:

@@ -182,6 +182,29 @@ def histogram(
     return Histogram(PREFIX + name, doc, list(labels), registry=registry, buckets=list(buckets))
 
 
+class Children:
+    """The labelled children of one metric family, looked up once per label set.
+
+    ``family.labels(...)`` costs ~1 µs (argument checks, a lock, a tuple key); the
+    edge counts every message in several families, so the hot path keeps the
+    children it has seen. Bounded: past ``limit`` label sets (labels from the wire,
+    e.g. reply codes) it stops remembering new ones and asks the family each time.
+    """
+
+    def __init__(self, family: Counter, limit: int = 256) -> None:
+        self._family = family
+        self._seen: dict[tuple[str, ...], Counter] = {}
+        self._limit = limit
+
+    def __call__(self, *labels: str) -> Counter:
+        child = self._seen.get(labels)
+        if child is None:
+            child = self._family.labels(*labels)
+            if len(self._seen) < self._limit:
+                self._seen[labels] = child
+        return child
+
+
 def shared(registry: CollectorRegistry, name: str) -> object | None:
     """The collector already registered as ``sipmesh_<name>`` in this registry, if any.
 

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sipmesh.observe.stats import (
     KAMAILIO_STATS,
+    Children,
     counter,
     kamailio_name,
     register_instance_info,
@@ -72,3 +73,15 @@ def test_every_family_of_a_full_process_is_mapped(tmp_path: Path) -> None:
     assert unmapped == []
     # Kamailio's statistic names survive verbatim after the prefix.
     assert all(re.fullmatch(r"sipmesh_[A-Za-z0-9_]+", f) for f in families)
+
+
+def test_children_counts_into_the_family_and_bounds_what_it_remembers() -> None:
+    registry = CollectorRegistry()
+    family = counter(registry, "test_children", "test", ["code"])
+    children = Children(family, limit=2)
+    for code in ("200", "200", "401", "404", "404"):
+        children(code).inc()
+    assert children("200") is family.labels("200")  # the same child, remembered
+    assert registry.get_sample_value("sipmesh_test_children_total", {"code": "200"}) == 2
+    assert registry.get_sample_value("sipmesh_test_children_total", {"code": "404"}) == 2
+    assert len(children._seen) == 2  # "404" came after the limit: asked each time
