@@ -14,8 +14,9 @@ Kamailio's tm module in Python, driven by events of sipmesh.sip.transaction:
   response is sent (§16.7 step 6), 401/407 challenges aggregated (step 7);
 - fr_timer (no response) and fr_inv_timer (timer C, after a provisional) per branch;
   a timed-out branch counts as 408 and is CANCELled if it had answered (§16.8);
-- a CANCEL from the caller is answered 200, sent on to every branch, and the INVITE
-  gets 487 (§9.2, §16.10);
+- a CANCEL from the caller is answered 200 and sent on to every pending branch; the
+  callee's 487 is relayed as the final response (§16.10, §16.7), a local 487 only
+  when no branch is pending or the CANCELled ones never answer (cancels.py);
 - the router not answering within edge.router_timeout gives 503 + Retry-After (or
   the configured 5xx), never silence;
 - branch_route and reply_route are called only when the router armed them
@@ -472,6 +473,11 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
             if branch.done:
                 return
             branch.provisional = True
+            if branch.cancel_wanted or branch.cancelled:
+                # §9.1: the CANCEL held back until this first provisional goes now; a
+                # CANCELled branch keeps its CANCEL's timer (no timer C restart).
+                self._cancel_branch(ptx, branch)
+                return
             if ptx.invite:
                 # Timer C (fr_inv_timer) runs from the provisional on, restarted by
                 # each one (RFC 3261 §16.7 step 2; tm's restart_fr_on_each_reply).
@@ -479,9 +485,6 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
                 branch.timer = self._loop.call_later(
                     ptx.fr_inv_timer, self._branch_timeout, ptx, branch
                 )
-            if branch.cancel_wanted:
-                self._cancel_branch(branch)
-                return
             if status == 100 or ptx.final_sent or ptx.cancelled:
                 return
             if not ptx.provisional_at:
@@ -524,7 +527,7 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         # one that never answered stops being retransmitted (§9.1: no CANCEL then).
         branch.status = 408
         if ptx.invite and branch.provisional:
-            self._cancel_branch(branch)
+            self._cancel_branch(ptx, branch)
         elif branch.tx_id is not None:
             self._driver.layer.stop_retransmissions(branch.tx_id)
         self._check_done(ptx)
@@ -554,6 +557,11 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
             aggregate_challenges(out, ptx.branches)
             ptx.winner = branch
             self._send_final(ptx, out)
+        elif ptx.cancelled:
+            # The caller CANCELled and no branch gave a response to relay (they timed
+            # out or failed): 487, not 408, as tm relays a faked reply of a
+            # cancelled transaction (t_reply.c relay_reply).
+            self._final_local(ptx, 487, None)
         else:
             self._final_local(ptx, status, None)
 

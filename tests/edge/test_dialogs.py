@@ -129,6 +129,10 @@ async def test_failed_and_cancelled_calls_end_with_reason(udp_peers: PeerFactory
             "CANCEL", "sip:bob@sipmesh.test", caller.port, call_id="dlg-3", branch="z9hG4bKdlg3"
         )
         caller.send(cancel, port)
+        cancel_out = await callee.next_request()
+        assert cancel_out.method == "CANCEL"
+        callee.send(answer(callee, cancel_out, 200), port)
+        callee.send(answer(callee, invite, 487), port)  # relayed (RFC 3261 §16.10)
         events = await recorder.until(5)
         end = events[4][1]
         assert (end.call_id, end.state, end.reason, end.status) == (
