@@ -124,7 +124,7 @@ async def test_2xx_after_the_cancel_is_relayed_and_the_call_goes_on(
     udp_peers: PeerFactory,
 ) -> None:
     """§16.7 step 5: a 2xx that crossed the CANCEL is forwarded; the caller ACKs it
-    and hangs up with a BYE (§9.1), both routed on to the callee."""
+    and hangs up with a BYE, both routed on to the callee."""
     caller, callee = await udp_peers(), await udp_peers()
 
     async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
