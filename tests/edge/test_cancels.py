@@ -25,12 +25,13 @@ def cancel_of(invite_text: str) -> str:
 
 
 async def next_method(peer: Peer, method: str) -> Request:
-    """The next request ``method`` at ``peer``, past INVITE retransmissions."""
+    """The next request ``method`` at ``peer``, past retransmissions of the INVITE and
+    CANCEL sent before it (timers A and E, T1 = 50 ms here)."""
     while True:
         request = await peer.next_request()
         if request.method == method:
             return request
-        assert request.method == "INVITE", request.method
+        assert request.method in ("INVITE", "CANCEL"), request.method
 
 
 async def final_for(peer: Peer, method: str) -> Response:
