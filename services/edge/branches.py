@@ -145,16 +145,20 @@ def best_response(ptx: ProxyTransaction) -> tuple[int, Branch | None]:
     return best.status, best
 
 
-def cancel_branch(branch: Branch, layer: TransactionLayer, now: float) -> None:
-    """CANCEL a pending INVITE branch (RFC 3261 §9.1), or arm it for its first 1xx."""
+def cancel_branch(branch: Branch, layer: TransactionLayer, now: float) -> bool:
+    """CANCEL a pending INVITE branch (RFC 3261 §9.1), or arm it for its first 1xx.
+
+    True when the CANCEL was sent now (the branch then waits for its final response,
+    normally 487)."""
     if branch.cancelled or branch.response is not None or branch.tx_id is None:
-        return
+        return False
     if branch.request.method != "INVITE":
-        return  # only INVITE is worth cancelling; the others end by themselves
+        return False  # only INVITE is worth cancelling; the others end by themselves
     if not branch.provisional:
         # §9.1: no CANCEL before a provisional arrived; it is sent when one does.
         branch.cancel_wanted = True
-        return
+        return False
     branch.cancelled = True
     with contextlib.suppress(TransactionError):
         layer.send_request(make_cancel(branch.request), branch.dest, now)
+    return True

@@ -7,15 +7,16 @@ Kamailio's tm module in Python, driven by events of sipmesh.sip.transaction:
 - a Reply decision answers through the server transaction (t_reply); a Relay starts
   one client transaction per target (parallel forking, or groups tried in turn for
   serial forking, q-values high first), with Record-Route, header edits, R-URI
-  rewrite and pre-loaded routes (RFC 3261 §16.6);
+  rewrite and pre-loaded routes (RFC 3261 §16.6; forking.py);
 - responses: 1xx forwarded (never 100, §16.7 step 5), 2xx forwarded at once, and a
   2xx or 6xx CANCELs the other branches; when every branch ended without 2xx the
   failure handler of the router may add branches (voicemail...), else the best
   response is sent (§16.7 step 6), 401/407 challenges aggregated (step 7);
 - fr_timer (no response) and fr_inv_timer (timer C, after a provisional) per branch;
   a timed-out branch counts as 408 and is CANCELled if it had answered (§16.8);
-- a CANCEL from the caller is answered 200, sent on to every branch, and the INVITE
-  gets 487 (§9.2, §16.10);
+- a CANCEL from the caller is answered 200 and sent on to every pending branch; the
+  callee's 487 is relayed as the final response (§16.10, §16.7), a local 487 only
+  when no branch is pending or the CANCELled ones never answer (cancels.py);
 - the router not answering within edge.router_timeout gives 503 + Retry-After (or
   the configured 5xx), never silence;
 - branch_route and reply_route are called only when the router armed them
@@ -31,7 +32,6 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from itertools import groupby
 from typing import Any
 
 from sipmesh.clients.errors import Unavailable
@@ -42,7 +42,6 @@ from sipmesh.sip import ParseError, Request, Response, parse_message
 from sipmesh.sip.stateless import make_response
 from sipmesh.sip.transaction import (
     AckReceived,
-    Address,
     CancelReceived,
     Event,
     MalformedMessage,
@@ -60,9 +59,9 @@ from .branches import Branch, ProxyTransaction, best_response
 from .callbacks import RouterCallbacks
 from .cancels import Cancellation
 from .dialogs import DialogEvents
-from .flowtoken import FlowTokens, flow_target, rr_flows, with_route_flow
+from .flowtoken import FlowTokens
+from .forking import Forking
 from .media import MediaManager
-from .nat import pop_ruri_alias
 from .proxymedia import MediaSteps
 from .replies import (
     aggregate_challenges,
@@ -72,7 +71,7 @@ from .replies import (
 )
 from .stateless import StatelessForwarder
 from .stats import EdgeStats
-from .txdriver import HANDOVER, TxDriver
+from .txdriver import TxDriver
 
 __all__ = ["CoreSettings", "ProxyCore"]
 
@@ -95,7 +94,7 @@ class CoreSettings:
     max_forwards: int = 70
 
 
-class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
+class ProxyCore(Forking, RouterCallbacks, MediaSteps, Cancellation):
     def __init__(
         self,
         *,
@@ -337,118 +336,6 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         headers = [(h.name, h.value) for h in reply.headers]
         self._final_local(ptx, reply.code or 500, reply.reason or None, headers, reply.body)
 
-    # -- relay -----------------------------------------------------------------------
-
-    def _relay(self, ptx: ProxyTransaction, relay: router_pb2.Relay) -> None:
-        if relay.fr_timer_ms:
-            ptx.fr_timer = relay.fr_timer_ms / 1000
-        if relay.fr_inv_timer_ms:
-            ptx.fr_inv_timer = relay.fr_inv_timer_ms / 1000
-        if relay.handlers.ListFields():
-            ptx.handlers = relay.handlers
-        ptx.record_route = relay.record_route
-        ptx.record_route_params = relay.record_route_params
-        if self._dialogs is not None and relay.record_route and ptx.invite:
-            self._dialogs.started(ptx)
-        targets: list[router_pb2.Target | None] = list(relay.targets) or [None]
-        if relay.mode == router_pb2.Relay.FORK_MODE_SERIAL and relay.targets:
-            ordered = sorted(relay.targets, key=lambda t: t.group)
-            groups = [list(g) for _, g in groupby(ordered, key=lambda t: t.group)]
-            first: list[router_pb2.Target | None] = list(groups[0])
-            ptx.pending_groups = groups[1:]
-            self._start_group(ptx, first)
-        else:
-            self._start_group(ptx, targets)
-
-    def _start_group(self, ptx: ProxyTransaction, targets: list[router_pb2.Target | None]) -> None:
-        # Higher q first (RFC 3261 §16.6); no q counts as 1.0 (§20.10).
-        ranked = sorted(targets, key=lambda t: -(t.q if t is not None and t.HasField("q") else 1.0))
-        if ptx.handlers.branch:
-            # branch_route armed: one router call per branch before it is sent.
-            ptx.routing = True
-            with Spans.current(ptx.span):
-                self._spawn(self._branch_routes(ptx, ranked))
-            return
-        for target in ranked:
-            self._send_branch(ptx, target, self._branch_request(ptx, target))
-        self._check_done(ptx)
-
-    def _branch_request(self, ptx: ProxyTransaction, target: router_pb2.Target | None) -> Request:
-        assert ptx.base is not None
-        request = parse_message(bytes(ptx.base), lazy=True)  # our own validated copy
-        assert isinstance(request, Request)
-        if target is not None:
-            if target.uri:
-                request.uri = target.uri
-            fw.apply_edits(request, target.edits)
-            fw.push_routes(request, target.path)
-        return request
-
-    def _send_branch(
-        self,
-        ptx: ProxyTransaction,
-        target: router_pb2.Target | None,
-        request: Request,
-        via_branch: str | None = None,
-        extra_rr_params: str = "",
-    ) -> None:
-        index = len(ptx.branches)
-        rr_params = ptx.record_route_params + extra_rr_params
-        popped = fw.strip_own_routes(request, self._sl.is_myself)
-        alias = pop_ruri_alias(request)
-        if self._tokens is not None:
-            target = with_route_flow(target, popped, request)
-            target = flow_target(self._tokens, target, self._cfg.edge_id, ptx.source.flow)
-        hop = fw.next_hop(request, target, self._cfg.edge_id)
-        explicit = target is not None and (
-            target.flow_id or target.dst_uri or target.destination.host
-        )
-        if alias is not None and not explicit and request.get("Route") is None:
-            # handle_ruri_alias: the alias names the NATed peer's real address.
-            hop = fw.Hop(alias[0].lower(), alias[1], alias[2])
-        if hop is None:
-            ptx.branches.append(
-                Branch(
-                    index, target, request, fw.Hop("udp", "", 0), Address("UDP", "", 0), status=478
-                )
-            )
-            return
-        try:
-            fw.decrement_max_forwards(request, self._cfg.max_forwards)
-        except ParseError:
-            request.set("Max-Forwards", str(self._cfg.max_forwards))
-        family = "6" if ":" in hop.host else "4"
-        out_host, out_port = self._local(hop.transport, family)
-        if ptx.record_route:
-            if self._tokens is not None:
-                rr_params += rr_flows(self._tokens, ptx, hop, self._cfg.edge_id)
-            in_transport = ptx.source.transport.lower()
-            in_family = "6" if ":" in ptx.source.host else "4"
-            in_host, in_port = self._local(in_transport, in_family)
-            fw.add_record_route(
-                request,
-                (in_transport, in_host, in_port),
-                (hop.transport, out_host, out_port),
-                rr_params,
-            )
-        via_branch = via_branch or fw.new_branch()
-        fw.add_via(request, hop.transport, out_host, out_port, via_branch)
-        flow: str | None = hop.flow_id
-        if hop.edge_id is not None:
-            flow = f"{HANDOVER}{hop.edge_id}|{hop.flow_id}"
-        dest = Address(hop.transport.upper(), hop.host, hop.port, flow)
-        branch = Branch(index, target, request, hop, dest, via_branch=via_branch)
-        ptx.branches.append(branch)
-        try:
-            branch.tx_id = self._layer.send_request(request, dest, self._loop.time())
-        except TransactionError as exc:
-            log.debug("branch not sent: %s", exc)
-            branch.status = 500
-            return
-        self._clients[branch.tx_id] = (ptx, branch)
-        self._stats.fwd_requests.inc()
-        branch.timer = self._loop.call_later(ptx.fr_timer, self._branch_timeout, ptx, branch)
-
     # -- responses on branches ---------------------------------------------------------
 
     def _branch_response(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
@@ -472,6 +359,11 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
             if branch.done:
                 return
             branch.provisional = True
+            if branch.cancel_wanted or branch.cancelled:
+                # §9.1: the CANCEL held back until this first provisional goes now; a
+                # CANCELled branch keeps its CANCEL's timer (no timer C restart).
+                self._cancel_branch(ptx, branch)
+                return
             if ptx.invite:
                 # Timer C (fr_inv_timer) runs from the provisional on, restarted by
                 # each one (RFC 3261 §16.7 step 2; tm's restart_fr_on_each_reply).
@@ -479,9 +371,6 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
                 branch.timer = self._loop.call_later(
                     ptx.fr_inv_timer, self._branch_timeout, ptx, branch
                 )
-            if branch.cancel_wanted:
-                self._cancel_branch(branch)
-                return
             if status == 100 or ptx.final_sent or ptx.cancelled:
                 return
             if not ptx.provisional_at:
@@ -524,7 +413,7 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
         # one that never answered stops being retransmitted (§9.1: no CANCEL then).
         branch.status = 408
         if ptx.invite and branch.provisional:
-            self._cancel_branch(branch)
+            self._cancel_branch(ptx, branch)
         elif branch.tx_id is not None:
             self._driver.layer.stop_retransmissions(branch.tx_id)
         self._check_done(ptx)
@@ -554,6 +443,11 @@ class ProxyCore(RouterCallbacks, MediaSteps, Cancellation):
             aggregate_challenges(out, ptx.branches)
             ptx.winner = branch
             self._send_final(ptx, out)
+        elif ptx.cancelled:
+            # The caller CANCELled and no branch gave a response to relay (they timed
+            # out or failed): 487, not 408, as tm relays a faked reply of a
+            # cancelled transaction (t_reply.c relay_reply).
+            self._final_local(ptx, 487, None)
         else:
             self._final_local(ptx, status, None)
 

@@ -268,13 +268,14 @@ def check_records(db_url: str, calls: Calls) -> None:
             acc_row(a, "BYE", "200", "OK", "bob", "", "127.0.0.1"),
         ]
     )
-    # FLT_ACCMISSED (route LOCATION) on the other three. The 486 is the callee's;
-    # the 487 and the 408 are the proxy's own answers (its to-tag, no winning branch:
-    # dst_* of the R-URI after lookup is not known there, so the called AOR).
+    # FLT_ACCMISSED (route LOCATION) on the other three. The 486 and the 487 are the
+    # callees' (the CANCEL's 487 relayed, RFC 3261 §16.10): dst_* of the winning
+    # branch's R-URI; the 408 is the proxy's own answer (its to-tag, no winning
+    # branch: dst_* of the R-URI after lookup is not known there, so the called AOR).
     assert _without(missed, "time") == _without(
         [
             acc_row(b, "INVITE", "486", "Busy Here", "carol", "carol", "127.0.0.1"),
-            acc_row(c, "INVITE", "487", "Request Terminated", "dave", "dave", DOMAIN),
+            acc_row(c, "INVITE", "487", "Request Terminated", "dave", "dave", "127.0.0.1"),
             acc_row(u, "INVITE", "408", "Request Timeout", "erin", "erin", DOMAIN),
         ]
     )
@@ -302,7 +303,7 @@ def check_records(db_url: str, calls: Calls) -> None:
         [
             cdr_row(a, "bob", contact("bob"), 200, "bye"),
             cdr_row(b, "carol", contact("carol"), 486, "busy"),
-            cdr_row(c, "dave", f"sip:dave@{DOMAIN}", 487, "cancel"),
+            cdr_row(c, "dave", contact("dave"), 487, "cancel"),
             cdr_row(u, "erin", f"sip:erin@{DOMAIN}", 408, "unanswered"),
         ]
     )

@@ -2,8 +2,9 @@
 
 - retransmitted INVITEs are absorbed by the server transaction: one relay, the last
   response repeated (RFC 3261 §17.2.1);
-- a CANCELled INVITE ends with 487 towards the caller and a CANCEL on every branch of
-  a parallel fork (§16.10, §9.2);
+- a CANCELled INVITE gets a CANCEL on every branch of a parallel fork and the
+  callees' 487 relayed to the caller (§16.10, §16.7); a callee deaf to the CANCEL
+  leaves the caller with the edge's own 487 once the branch timer fires;
 - a callee that rings and never answers ends in 408 after fr_inv_timer (timer C,
   §16.6 step 11 / §16.8), its branch CANCELled.
 
@@ -23,7 +24,8 @@ import pytest
 from sipmesh.sip import Response
 from tests.e2e.edge_peers import DOMAIN, UdpPeer, edge_process, received_requests
 from tests.e2e.procs import SipmeshProcess, free_port
-from tests.e2e.test_edge_transports import sipp_register, start_uas
+from tests.e2e.sipp import SCENARIOS, SippResult, run_sipp
+from tests.e2e.test_edge_transports import inject, sipp_register, start_uas
 
 pytestmark = [pytest.mark.sipp, pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -151,6 +153,7 @@ def test_cancel_reaches_every_branch_of_a_parallel_fork(workdir: Path) -> None:
         assert ("CANCEL", 200) in statuses, statuses
         final = [r for r in answers if r.cseq.method == "INVITE" and r.status >= 200]
         assert [r.status for r in final][:1] == [487], statuses
+        assert final[0].reason == "Terminated By UAS"  # a callee's, relayed
         caller.send(caller.request("ACK", to_tag=final[0].to.tag or ""))
         for port, uas in zip(ports, uases, strict=True):
             assert uas.wait(10) == 0, f"the branch to {port} was CANCELled and ACKed"
@@ -179,4 +182,55 @@ def test_unanswered_invite_ends_in_408_after_fr_inv_timer(workdir: Path) -> None
         assert len(received_requests(trace, "CANCEL")) == 1
     finally:
         caller.peer.close()
+        stop(proc, uas)
+
+
+def cancelling_caller(proc: SipmeshProcess, workdir: Path, reason: str) -> SippResult:
+    """A sipp caller that CANCELs while bob rings and needs "487 <reason>" back."""
+    template = (SCENARIOS / "edge_cancel_caller.xml.in").read_text()
+    scenario = workdir / "edge_cancel_caller.xml"
+    scenario.write_text(template.replace("@REASON@", reason))
+    result = run_sipp(
+        f"127.0.0.1:{proc.sip_port}",
+        scenario=str(scenario),
+        workdir=workdir / "caller",
+        inf=inject(workdir, "caller.csv", f"carol;{DOMAIN};bob"),
+        timeout=20,
+    )
+    assert isinstance(result, SippResult)
+    return result
+
+
+def test_the_callees_487_is_relayed_to_the_cancelling_caller(workdir: Path) -> None:
+    """§16.10: the edge answers the CANCEL, CANCELs the ringing branch, and the 487
+    the caller gets is the callee's ("487 Terminated By UAS"), not one of its own."""
+    proc = edge_process(workdir, targets="edge,router,registrar")
+    bob_port = free_port()
+    register_bob(proc, workdir, bob_port)
+    uas = start_uas(workdir, "127.0.0.1", bob_port, "edge_uas_cancel.xml", "u1")
+    try:
+        call = cancelling_caller(proc, workdir, "Terminated By UAS")
+        assert (call.returncode, call.successful) == (0, 1), call.output + proc.log()
+        assert uas.wait(10) == 0, "the callee got the CANCEL and the ACK of its 487"
+    finally:
+        stop(proc, uas)
+
+
+def test_a_callee_deaf_to_the_cancel_leaves_the_caller_a_487(workdir: Path) -> None:
+    """The callee takes the CANCEL and answers nothing: the branch gives up after
+    fr_timer (2 s here; timer C stays at 120 s) and the caller gets the edge's own
+    "487 Request Terminated", not 408, as tm answers a cancelled transaction."""
+    proc = edge_process(
+        workdir, targets="edge,router,registrar", env={"SIPMESH_EDGE__FR_TIMER": "2"}
+    )
+    bob_port = free_port()
+    register_bob(proc, workdir, bob_port)
+    uas = start_uas(workdir, "127.0.0.1", bob_port, "edge_uas_ignore_cancel.xml", "u1")
+    try:
+        call = cancelling_caller(proc, workdir, "Request Terminated")
+        assert (call.returncode, call.successful) == (0, 1), call.output + proc.log()
+        assert uas.wait(10) == 0, "the callee got the CANCEL"
+        trace = workdir / f"uas-{bob_port}" / "msg.log"
+        assert len(received_requests(trace, "CANCEL")) >= 1
+    finally:
         stop(proc, uas)

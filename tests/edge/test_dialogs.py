@@ -14,6 +14,7 @@ from sipmesh.state.bus import Message
 from sipmesh.state.bus_memory import MemoryBus
 
 from .conftest import FakeRouter, Peer, relay_to, request_text, start_edge, udp_port
+from .test_cancels import next_method
 from .test_media import answer, in_dialog
 
 PeerFactory = Callable[[], Awaitable[Peer]]
@@ -129,6 +130,9 @@ async def test_failed_and_cancelled_calls_end_with_reason(udp_peers: PeerFactory
             "CANCEL", "sip:bob@sipmesh.test", caller.port, call_id="dlg-3", branch="z9hG4bKdlg3"
         )
         caller.send(cancel, port)
+        cancel_out = await next_method(callee, "CANCEL")  # past INVITE retransmissions
+        callee.send(answer(callee, cancel_out, 200), port)
+        callee.send(answer(callee, invite, 487), port)  # relayed (RFC 3261 §16.10)
         events = await recorder.until(5)
         end = events[4][1]
         assert (end.call_id, end.state, end.reason, end.status) == (
