@@ -65,6 +65,7 @@ from .media import MediaManager
 from .proxymedia import MediaSteps
 from .replies import (
     aggregate_challenges,
+    has_upstream_via,
     local_reply,
     strip_own_via,
     transaction_event,
@@ -355,6 +356,9 @@ class ProxyCore(Forking, RouterCallbacks, MediaSteps, Cancellation):
 
     def _handle_response(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
         status = response.status
+        if not has_upstream_via(response):
+            self._meant_for_us(ptx, branch, response)
+            return
         if status < 200:
             if branch.done:
                 return
@@ -397,6 +401,17 @@ class ProxyCore(Forking, RouterCallbacks, MediaSteps, Cancellation):
         if status >= 600:
             self._cancel_others(ptx, branch)
         self._check_done(ptx)
+
+    def _meant_for_us(self, ptx: ProxyTransaction, branch: Branch, response: Response) -> None:
+        """§16.7 step 3: once our Via is removed none is left, so the response was meant
+        for this element and MUST NOT be forwarded (a callee that answered the INVITE
+        with the Via of our CANCEL, say). A final one still ends its branch: the
+        caller gets a response of ours with that status (a 2xx, which cannot reach
+        the caller's transaction without its Via, as 502)."""
+        log.debug("response without the caller's Via not forwarded: %s", response.status)
+        if response.status < 200:
+            return
+        self._branch_failed(ptx, branch, response.status if response.status >= 300 else 502)
 
     def _branch_failed(self, ptx: ProxyTransaction, branch: Branch, status: int) -> None:
         if branch.done:

@@ -14,6 +14,7 @@ __all__ = [
     "aggregate_challenges",
     "apply_reply_edits",
     "copy_response",
+    "has_upstream_via",
     "local_reply",
     "strip_own_via",
     "transaction_event",
@@ -24,6 +25,12 @@ def copy_response(response: Response) -> Response:
     parsed = parse_message(bytes(response), lazy=True)
     assert isinstance(parsed, Response)
     return parsed
+
+
+def has_upstream_via(response: Response) -> bool:
+    """§16.7 step 3: a Via is left once ours is removed (else the response was meant
+    for this element and must not be forwarded)."""
+    return len(response.get_all("Via")) > 1
 
 
 def strip_own_via(response: Response) -> Response:

@@ -238,3 +238,35 @@ async def test_cancel_while_the_router_decides_gets_487_at_once(
         assert (await callee.next_request()).call_id == "c5b"
     finally:
         await edge.stop(0)
+
+
+async def test_a_487_with_only_our_via_is_not_forwarded(udp_peers: PeerFactory) -> None:
+    """§16.7 step 3: a callee that answers the INVITE with the Via of our CANCEL sends
+    a response with no Via left once ours is removed: it was meant for the edge and
+    is not forwarded; the caller gets a 487 of the edge's, on its own Via."""
+    caller, callee = await udp_peers(), await udp_peers()
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(callee.port)
+
+    edge = await start_edge(FakeRouter(decide))
+    try:
+        port = udp_port(edge)
+        text = request_text("INVITE", "sip:bob@sipmesh.test", caller.port, branch="z9hG4bKc9")
+        caller.send(text, port)
+        assert (await caller.next_response()).status == 100
+        invite = await callee.next_request()
+        callee.send(callee.reply(invite, 180, "Ringing", "t1"), port)
+        assert (await caller.next_response()).status == 180
+        caller.send(cancel_of(text), port)
+        cancel = await next_method(callee, "CANCEL")
+        assert len(cancel.vias) == 1  # the edge's own
+        callee.send(callee.reply(cancel, 200, "OK"), port)
+        wrong = callee.reply(cancel, 487, "Wrong Vias", "t1").replace(b"1 CANCEL", b"1 INVITE")
+        callee.send(wrong, port)
+        final = await final_for(caller, "INVITE")
+        assert (final.status, final.reason) == (487, "Request Terminated")
+        assert final.top_via is not None
+        assert final.top_via.branch == "z9hG4bKc9"
+    finally:
+        await edge.stop(0)
