@@ -193,7 +193,12 @@ class BusModule(_BackendModule["EventBus"]):
     async def _open(self) -> EventBus:
         from sipmesh.state.factory import open_bus
 
-        return await open_bus(self._config.bus, prefix=subject_prefix(self._config))
+        return await open_bus(
+            self._config.bus,
+            prefix=subject_prefix(self._config),
+            stream_max_age=self._config.event_retention,
+            stream_max_msgs=self._config.event_retention_messages,
+        )
 
     @property
     def bus(self) -> EventBus:

@@ -85,6 +85,18 @@ class SipmeshConfig(Section):
         "sqlite:///sipmesh.sqlite", description="tables: sqlite:///path or postgresql://…"
     )
     bus: str = Field("memory", description="event bus: memory or nats://…")
+    event_retention: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="seconds a JetStream event stream keeps events (max_age), "
+        "for a consumer such as accounting that is down",
+    )
+    event_retention_messages: int = Field(
+        100_000,
+        ge=1,
+        description="events an in-process (bus: memory) stream keeps at most "
+        "for a consumer that is behind or down",
+    )
     http: str = Field("127.0.0.1:9090", description="/ready, /live and /metrics")
     grpc: str = Field("127.0.0.1:50051", description="inter-service gRPC API")
     grpc_advertise: str = Field(

@@ -2,10 +2,15 @@
 
 Plain subscriptions get messages in order on their own task (like a NATS
 subscription); queue groups hand each message to one member, round robin. Streams
-keep every message published on their subjects for the life of the process, and a
-durable consumer's position and unacknowledged messages live with the stream, so a
-consumer that stops and starts again under the same durable name carries on where it
-left off, with what it had not acknowledged delivered again.
+keep the messages published on their subjects, and a durable consumer's position and
+unacknowledged messages live with the stream, so a consumer that stops and starts
+again under the same durable name carries on where it left off, with what it had not
+acknowledged delivered again.
+
+A stream forgets a message once every durable consumer of the stream has
+acknowledged it, and keeps at most ``max_msgs`` (the oldest go first, as JetStream's
+limits with DiscardOld): the edge publishes an event per transaction whether or not
+anything consumes them, and a server that runs for weeks must not keep them all.
 """
 
 from __future__ import annotations
@@ -56,13 +61,29 @@ class _Durable:
     pending: dict[int, _Pending] = field(default_factory=dict)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def floor(self) -> int:
+        """The lowest sequence this consumer may still need."""
+        return min(self.pending) if self.pending else self.next_seq
+
 
 @dataclass
 class _Stream:
     subjects: list[str]
     messages: dict[int, _Stored] = field(default_factory=dict)
     last_seq: int = 0
+    #: The lowest sequence still kept (those below were dropped, see the docstring).
+    first_seq: int = 1
     durables: dict[str, _Durable] = field(default_factory=dict)
+
+    def trim(self, max_msgs: int) -> None:
+        floor = self.last_seq - max_msgs + 1
+        if self.durables:
+            floor = max(floor, min(d.floor() for d in self.durables.values()))
+        first, messages = self.first_seq, self.messages
+        while first < floor:
+            messages.pop(first, None)
+            first += 1
+        self.first_seq = first
 
 
 class _Handle:
@@ -88,8 +109,11 @@ class _Handle:
 class MemoryBus:
     """An EventBus inside one process."""
 
-    def __init__(self, *, prefix: str = "") -> None:
+    def __init__(self, *, prefix: str = "", max_msgs: int = 100_000) -> None:
+        if max_msgs < 1:
+            raise ValueError("max_msgs must be positive")
         self._prefix = prefix
+        self._max_msgs = max_msgs
         self._subs: list[_Sub] = []
         self._streams: dict[str, _Stream] = {}
         self._rr = itertools.count()
@@ -203,6 +227,7 @@ class MemoryBus:
                 stream.messages[stream.last_seq] = _Stored(
                     stream.last_seq, msg.subject, msg.data, msg.headers
                 )
+                stream.trim(self._max_msgs)
                 for durable in stream.durables.values():
                     durable.wakeup.set()
 
@@ -236,7 +261,8 @@ class MemoryBus:
         self._check()
         await self.ensure_stream(stream, subjects)
         st = self._streams[stream]
-        state = st.durables.setdefault(durable, _Durable(list(subjects)))
+        # A new durable starts at the oldest message the stream still has.
+        state = st.durables.setdefault(durable, _Durable(list(subjects), next_seq=st.first_seq))
         loop = asyncio.get_running_loop()
 
         def take() -> _Stored | None:

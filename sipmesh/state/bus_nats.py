@@ -81,16 +81,32 @@ class _ConsumerHandle:
 class NatsBus:
     """An EventBus on a NATS server with JetStream."""
 
-    def __init__(self, nc: NatsClient, *, prefix: str, op_timeout: float) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        prefix: str,
+        op_timeout: float,
+        stream_max_age: float | None = None,
+    ) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=op_timeout)
         self._prefix = prefix
         self._op_timeout = op_timeout
+        # JetStream keeps a stream's messages until a limit says otherwise, acknowledged
+        # or not: without one the events of every transaction fill the server's disk.
+        self._max_age = stream_max_age
         self._consumers: list[_ConsumerHandle] = []
 
     @classmethod
     async def connect(
-        cls, url: str, *, prefix: str = "", op_timeout: float = 2.0, name: str = "sipmesh"
+        cls,
+        url: str,
+        *,
+        prefix: str = "",
+        op_timeout: float = 2.0,
+        name: str = "sipmesh",
+        stream_max_age: float | None = None,
     ) -> NatsBus:
         async def on_error(exc: Exception) -> None:
             log.debug("nats: %s", exc)
@@ -111,7 +127,7 @@ class NatsBus:
                 )
         except _CONNECT_ERRORS as exc:
             raise StateUnavailable(f"nats unavailable at {url}: {exc}") from exc
-        return cls(nc, prefix=prefix, op_timeout=op_timeout)
+        return cls(nc, prefix=prefix, op_timeout=op_timeout, stream_max_age=stream_max_age)
 
     # -- names ------------------------------------------------------------------------
 
@@ -229,16 +245,23 @@ class NatsBus:
                 try:
                     await self._bounded(
                         self._js.add_stream(
-                            name=name, subjects=wanted, storage=api.StorageType.FILE
+                            name=name,
+                            subjects=wanted,
+                            storage=api.StorageType.FILE,
+                            max_age=self._max_age,
                         )
                     )
                     return
                 except nats.js.errors.BadRequestError:
                     continue  # created concurrently: read it and update
             current = list(info.config.subjects or [])
-            if set(wanted) <= set(current):
+            age = info.config.max_age or None
+            if set(wanted) <= set(current) and (self._max_age is None or age == self._max_age):
                 return
-            config = info.config.evolve(subjects=sorted(set(current) | set(wanted)))
+            config = info.config.evolve(
+                subjects=sorted(set(current) | set(wanted)),
+                max_age=self._max_age if self._max_age is not None else info.config.max_age,
+            )
             await self._bounded(self._js.update_stream(config))
             return
         raise StateUnavailable(f"could not create or update stream {name}")

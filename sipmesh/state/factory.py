@@ -87,13 +87,27 @@ async def open_db(url: str, *, op_timeout: float = 5.0) -> Database:
     return await PostgresDatabase.open(url, op_timeout=op_timeout)
 
 
-async def open_bus(url: str, *, prefix: str = "", op_timeout: float = 2.0) -> EventBus:
-    """Connect the event bus of ``url``; raises StateUnavailable when NATS is down."""
+async def open_bus(
+    url: str,
+    *,
+    prefix: str = "",
+    op_timeout: float = 2.0,
+    stream_max_age: float | None = None,
+    stream_max_msgs: int = 100_000,
+) -> EventBus:
+    """Connect the event bus of ``url``; raises StateUnavailable when NATS is down.
+
+    Streams keep events for consumers that are down: on NATS for ``stream_max_age``
+    seconds (None: JetStream's default, no limit), in process at most
+    ``stream_max_msgs`` per stream.
+    """
     check_url(url, "bus")
     if _scheme(url) == "memory":
         from sipmesh.state.bus_memory import MemoryBus
 
-        return MemoryBus(prefix=prefix)
+        return MemoryBus(prefix=prefix, max_msgs=stream_max_msgs)
     from sipmesh.state.bus_nats import NatsBus
 
-    return await NatsBus.connect(url, prefix=prefix, op_timeout=op_timeout)
+    return await NatsBus.connect(
+        url, prefix=prefix, op_timeout=op_timeout, stream_max_age=stream_max_age
+    )
