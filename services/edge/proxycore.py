@@ -511,6 +511,12 @@ class ProxyCore(Forking, RouterCallbacks, MediaSteps, Cancellation):
             self._dialogs.final(ptx, response)
         if self._on_final is not None:
             self._on_final(ptx, response)
+        if not ptx.invite and not ptx.branches and not ptx.routing:
+            # A non-INVITE answered here (the registrar's 200 OK, a 4xx) has nothing
+            # left to relay: its server transaction alone absorbs retransmissions for
+            # timer J (64*T1 on UDP, RFC 3261 §17.2.2), so the proxy's state — the
+            # parsed request, decision and span — is released now, not 32 s later.
+            self.transactions.pop(ptx.tx_id, None)
 
     # -- cleanup -----------------------------------------------------------------------
 

@@ -109,6 +109,12 @@ async def test_router_reply_decision(udp_peers: PeerFactory) -> None:
         resp = await caller.next_response()
         assert (resp.status, resp.reason) == (404, "Not Here")
         assert resp.to.tag
+        # Nothing left to relay: the proxy state is released at once; the server
+        # transaction alone stays (timer J) to answer retransmissions.
+        assert edge.core is not None
+        assert edge.driver is not None
+        assert edge.core.transactions == {}
+        assert edge.driver.layer.transaction_count == 1
     finally:
         await edge.stop(0)
 

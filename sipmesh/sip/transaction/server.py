@@ -167,3 +167,8 @@ class NonInviteServerTransaction(ServerTransaction):
 
     def start_j(self, now: float, message: Message | None) -> None:
         self.start_timer(Input.TIMER_J, 0.0 if self.reliable else self.config.timer_j, now)
+        # Completed (§17.2.2) only resends the final response's bytes for timer J
+        # (32 s on UDP); the parsed response is not needed again (its To tag matters
+        # for INVITE ACK matching only) and is released, as a busy registrar holds
+        # tens of thousands of these.
+        self.last_response = None

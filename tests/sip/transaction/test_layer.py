@@ -339,3 +339,19 @@ def test_stop_retransmissions_of_a_branch_given_up_before_any_answer() -> None:
     layer.handle_timer(32.0)
     assert layer.state(tx_id) is None
     assert not layer.stop_retransmissions(tx_id)
+
+
+def test_completed_non_invite_server_keeps_only_the_bytes_of_its_response() -> None:
+    """§17.2.2: Completed answers retransmissions with the final response for timer J;
+    the parsed response is released (a busy registrar holds thousands of these)."""
+    layer = TransactionLayer()
+    layer.receive(request("REGISTER"), A, 0.0)
+    (received,) = events(layer)
+    assert isinstance(received, RequestReceived)
+    layer.send_response(received.tx_id, make_response(received.request, 200), 0.0)
+    (sent,) = layer.datagrams_to_send()
+    assert layer.state(received.tx_id) is State.COMPLETED
+    assert layer._servers[received.tx_id].last_response is None
+    layer.receive(request("REGISTER"), A, 1.0)  # a retransmission of the request
+    assert layer.datagrams_to_send() == [sent]  # the same bytes again
+    assert events(layer) == []
