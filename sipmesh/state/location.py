@@ -13,6 +13,7 @@ Implementations: ``location_memory.MemoryLocationStore`` and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
@@ -68,16 +69,18 @@ class Binding:
         return self.expires_at <= now
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Field by field: dataclasses.asdict deep-copies recursively and was ~15 % of
+        # a split registrar's CPU (every REGISTER re-encodes the AOR's bindings).
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["path"] = list(self.path)
+        data["attrs"] = copy.deepcopy(self.attrs) if self.attrs else {}
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Binding:
-        values = dict(data)
+        values = {k: v for k, v in data.items() if k in _FIELD_SET}
         values["path"] = tuple(values.get("path") or ())
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**values)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
@@ -85,6 +88,10 @@ class Binding:
     @classmethod
     def from_json(cls, text: str | bytes) -> Binding:
         return cls.from_dict(json.loads(text))
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Binding))
+_FIELD_SET = frozenset(_FIELD_NAMES)
 
 
 def sort_bindings(bindings: Sequence[Binding]) -> list[Binding]:
