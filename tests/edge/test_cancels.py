@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
+from sipmesh.edge.service import EdgeService
 from sipmesh.gen.sipmesh.v1 import router_pb2
 from sipmesh.sip import Request, Response
 
@@ -44,6 +46,28 @@ async def final_for(peer: Peer, method: str) -> Response:
 
 def finals(messages: list[Request | Response]) -> list[Response]:
     return [m for m in messages if isinstance(m, Response) and m.status >= 200]
+
+
+async def relaying_edge(callee: Peer, **relay: Any) -> EdgeService:
+    """An edge whose router relays every request to ``callee``."""
+
+    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
+        return relay_to(callee.port, **relay)
+
+    return await start_edge(FakeRouter(decide))
+
+
+async def invite_through(
+    caller: Peer, callee: Peer, port: int, branch: str, call_id: str | None = None
+) -> tuple[str, Request]:
+    """The caller's INVITE sent through the edge: 100 Trying back to the caller, the
+    INVITE at the callee. Returns the INVITE's text (to CANCEL it) and what arrived."""
+    text = request_text(
+        "INVITE", "sip:bob@sipmesh.test", caller.port, branch=branch, call_id=call_id
+    )
+    caller.send(text, port)
+    assert (await caller.next_response()).status == 100
+    return text, await callee.next_request()
 
 
 async def test_cancel_is_sent_to_every_branch_and_the_callees_487_relayed(
@@ -96,16 +120,10 @@ async def test_branch_without_provisional_is_cancelled_when_it_rings(
     """§9.1: no CANCEL before a provisional; the 180 that comes later gets it."""
     caller, callee = await udp_peers(), await udp_peers()
 
-    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
-        return relay_to(callee.port)
-
-    edge = await start_edge(FakeRouter(decide))
+    edge = await relaying_edge(callee)
     try:
         port = udp_port(edge)
-        text = request_text("INVITE", "sip:bob@sipmesh.test", caller.port, branch="z9hG4bKc2")
-        caller.send(text, port)
-        assert (await caller.next_response()).status == 100
-        invite = await callee.next_request()
+        text, invite = await invite_through(caller, callee, port, "z9hG4bKc2")
         caller.send(cancel_of(text), port)
         ok = await caller.next_response()
         assert (ok.status, ok.cseq.method) == (200, "CANCEL")
@@ -128,18 +146,10 @@ async def test_2xx_after_the_cancel_is_relayed_and_the_call_goes_on(
     and hangs up with a BYE, both routed on to the callee."""
     caller, callee = await udp_peers(), await udp_peers()
 
-    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
-        return relay_to(callee.port)
-
-    edge = await start_edge(FakeRouter(decide))
+    edge = await relaying_edge(callee)
     try:
         port = udp_port(edge)
-        text = request_text(
-            "INVITE", "sip:bob@sipmesh.test", caller.port, branch="z9hG4bKc3", call_id="c3"
-        )
-        caller.send(text, port)
-        assert (await caller.next_response()).status == 100
-        invite = await callee.next_request()
+        text, invite = await invite_through(caller, callee, port, "z9hG4bKc3", call_id="c3")
         callee.send(callee.reply(invite, 180, "Ringing", "t1"), port)
         assert (await caller.next_response()).status == 180
         caller.send(cancel_of(text), port)
@@ -178,16 +188,10 @@ async def test_cancelled_branch_that_never_answers_gives_487_after_its_timer(
     fr_timer, not the rest of timer C."""
     caller, callee = await udp_peers(), await udp_peers()
 
-    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
-        return relay_to(callee.port, fr_timer_ms=500, fr_inv_timer_ms=60_000)
-
-    edge = await start_edge(FakeRouter(decide))
+    edge = await relaying_edge(callee, fr_timer_ms=500, fr_inv_timer_ms=60_000)
     try:
         port = udp_port(edge)
-        text = request_text("INVITE", "sip:bob@sipmesh.test", caller.port, branch="z9hG4bKc4")
-        caller.send(text, port)
-        assert (await caller.next_response()).status == 100
-        invite = await callee.next_request()
+        text, invite = await invite_through(caller, callee, port, "z9hG4bKc4")
         if rings:
             callee.send(callee.reply(invite, 180, "Ringing", "t1"), port)
             assert (await caller.next_response()).status == 180
@@ -246,16 +250,10 @@ async def test_a_487_with_only_our_via_is_not_forwarded(udp_peers: PeerFactory) 
     is not forwarded; the caller gets a 487 of the edge's, on its own Via."""
     caller, callee = await udp_peers(), await udp_peers()
 
-    async def decide(req: router_pb2.RouteRequest) -> router_pb2.Decision:
-        return relay_to(callee.port)
-
-    edge = await start_edge(FakeRouter(decide))
+    edge = await relaying_edge(callee)
     try:
         port = udp_port(edge)
-        text = request_text("INVITE", "sip:bob@sipmesh.test", caller.port, branch="z9hG4bKc9")
-        caller.send(text, port)
-        assert (await caller.next_response()).status == 100
-        invite = await callee.next_request()
+        text, invite = await invite_through(caller, callee, port, "z9hG4bKc9")
         callee.send(callee.reply(invite, 180, "Ringing", "t1"), port)
         assert (await caller.next_response()).status == 180
         caller.send(cancel_of(text), port)
